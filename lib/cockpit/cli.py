@@ -1,0 +1,232 @@
+"""Command line of the cockpit: `cockpit demo|ingest|kpi|audit|run|serve`.
+
+Each subcommand is a thin wrapper over one library function, so anything the
+command line does can also be scripted from Python or a notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+from cockpit.errors import CockpitError
+
+logger = logging.getLogger(__name__)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r}; use YYYY-MM-DD"
+        ) from exc
+
+
+def _csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _write_frame(frame, fmt: str) -> None:
+    out = sys.stdout
+    if fmt == "csv":
+        frame.to_csv(out, index=False)
+    elif fmt == "json":
+        out.write(frame.to_json(orient="records", date_format="iso", indent=2))
+        out.write("\n")
+    else:
+        out.write(frame.to_string(index=False))
+        out.write("\n")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cockpit.demo import build_demo
+
+    reports = build_demo(args.mart, scale=args.scale, seed=args.seed)
+    for report in reports:
+        sys.stdout.write(f"{report}\n")
+    sys.stdout.write(f"demo mart written to {args.mart}\n")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from cockpit.ingest import ingest_source
+
+    reports = ingest_source(args.source, args.path, args.mart)
+    for report in reports:
+        sys.stdout.write(f"{report}\n")
+    unbalanced = [r for r in reports if not r.balanced]
+    return 1 if unbalanced else 0
+
+
+def _cmd_kpi(args: argparse.Namespace) -> int:
+    from cockpit.kpi import compute_kpi
+    from cockpit.mart import connect
+    from cockpit.scope import Scope
+
+    scope = Scope(
+        region=args.region, business_unit=args.unit, team=args.team, rep_id=args.rep
+    )
+    with connect(args.mart, read_only=True) as con:
+        frame = compute_kpi(
+            con,
+            args.kpi,
+            by=args.by or [],
+            scope=scope,
+            start=args.start,
+            end=args.end,
+            as_of=args.as_of,
+        )
+    _write_frame(frame, args.format)
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from cockpit.audit import run_audit
+
+    result = run_audit(args.mart)
+    _write_frame(result.summary, args.format)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cockpit.batch import run_batch
+
+    result = run_batch(
+        mart=args.mart,
+        out_dir=args.out,
+        params_file=args.params,
+        regions=args.regions,
+        units=args.units,
+        notebooks=args.notebooks,
+        workers=args.workers,
+        as_of=args.as_of,
+    )
+    sys.stdout.write(f"report index: {result.index_path}\n")
+    sys.stdout.write(f"{result.succeeded} run(s) succeeded, {result.failed} failed\n")
+    return 1 if result.failed else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cockpit.serve import serve_dashboards
+
+    return serve_dashboards(
+        mart=args.mart, port=args.port, access_file=args.access, open_browser=False
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the `cockpit` command."""
+    parser = argparse.ArgumentParser(
+        prog="cockpit", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at DEBUG level"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build the built-in demo company's mart")
+    demo.add_argument("--mart", type=Path, required=True, help="DuckDB file to create")
+    demo.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size factor; 1 gives about 150,000 invoice lines",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="random seed; the same seed gives the same mart",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+    ingest = sub.add_parser("ingest", help="load an export into the mart")
+    ingest.add_argument("source", help="source name: superstore, maven-crm or macro")
+    ingest.add_argument("path", type=Path, help="export file or folder")
+    ingest.add_argument(
+        "--mart", type=Path, required=True, help="DuckDB file to load into"
+    )
+    ingest.set_defaults(handler=_cmd_ingest)
+
+    kpi = sub.add_parser("kpi", help="print KPI values")
+    kpi.add_argument("kpi", help="KPI name, e.g. revenue, win_rate, open_pipeline")
+    kpi.add_argument("--mart", type=Path, required=True)
+    kpi.add_argument(
+        "--by", type=_csv_list, help="comma-separated grain, e.g. region,business_unit"
+    )
+    kpi.add_argument("--region")
+    kpi.add_argument("--unit", help="business unit")
+    kpi.add_argument("--team")
+    kpi.add_argument("--rep", help="rep_id of one seller")
+    kpi.add_argument("--start", type=_date, help="first day of the period (YYYY-MM-DD)")
+    kpi.add_argument("--end", type=_date, help="last day of the period (YYYY-MM-DD)")
+    kpi.add_argument(
+        "--as-of", type=_date, help="date of the pipeline snapshot (YYYY-MM-DD)"
+    )
+    kpi.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    kpi.set_defaults(handler=_cmd_kpi)
+
+    audit = sub.add_parser("audit", help="print the data-quality audit of a mart")
+    audit.add_argument("--mart", type=Path, required=True)
+    audit.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    audit.set_defaults(handler=_cmd_audit)
+
+    run = sub.add_parser(
+        "run", help="batch-run the notebooks for every region x business unit"
+    )
+    run.add_argument("--mart", type=Path, required=True)
+    run.add_argument(
+        "--out", type=Path, required=True, help="folder that receives the run"
+    )
+    run.add_argument(
+        "--params", type=Path, help="parameter YAML (default: parameters/run.yaml)"
+    )
+    run.add_argument(
+        "--regions", type=_csv_list, help="comma-separated regions (default: all)"
+    )
+    run.add_argument(
+        "--units", type=_csv_list, help="comma-separated business units (default: all)"
+    )
+    run.add_argument(
+        "--notebooks",
+        type=_csv_list,
+        help="comma-separated notebook names (default: all)",
+    )
+    run.add_argument(
+        "--workers", type=int, default=2, help="notebooks executed at the same time"
+    )
+    run.add_argument(
+        "--as-of", type=_date, help="as-of date for every run (default: from the mart)"
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    serve = sub.add_parser("serve", help="serve the Voilà dashboards")
+    serve.add_argument("--mart", type=Path, required=True)
+    serve.add_argument("--port", type=int, default=8866)
+    serve.add_argument("--access", type=Path, help="viewer-to-scope mapping YAML")
+    serve.set_defaults(handler=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `cockpit` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    try:
+        return args.handler(args)
+    except CockpitError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
