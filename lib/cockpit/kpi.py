@@ -1,0 +1,1183 @@
+"""One registry of KPI definitions, computed at any grain, scope and period.
+
+Every KPI the cockpit shows is declared once in `KPIS`, with its unit and its
+formula in words, and computed from the mart's canonical tables by
+`compute_kpi` (a table with one row per group) or `kpi_values` (one number
+per KPI). Values that cannot be defined, such as a win rate with no closed
+deal, are NaN in frames and None in `kpi_values`, never 0.
+
+Each KPI reads one or more sources. The date that places a row in a period,
+and in a month, quarter or year group, is the source's own date:
+
+- invoice lines (`transactions`): the invoice date;
+- closed deals: the close date of each deal as it stood at its latest
+  snapshot on or before `as_of` (without `as_of`, the `opportunities_current`
+  view);
+- open pipeline: the deals with status open in the pipeline snapshot, which
+  is the latest `snapshot_date` on or before `as_of`. Pipeline KPIs are a
+  stock at that date, so `start` and `end` do not apply; month, quarter and
+  year group them by expected close date;
+- activities: the activity date;
+- sellers (the denominator of activities per seller): reps with role seller
+  whose active dates overlap the period or the group's month, quarter or
+  year;
+- targets: the target's period, which must lie within the requested period
+  and, for a month, quarter or year grain, within one group.
+
+How a scope selects target rows
+-------------------------------
+The target KPI reads the latest version of each row of `targets` with metric
+revenue, keyed by (period, level, key, region, business_unit). A row that
+another kept row of the same level, key, region and business unit covers
+with a longer period is dropped, so a year target and its quarter targets
+are not added together. Each row then gets four attributes:
+
+- region: its region column, else its key at level region, else the region
+  of the rep at level rep;
+- business unit: its business_unit column, else its key at level
+  business_unit;
+- team: its key at level team, else the team of the rep at level rep;
+- rep: its key at level rep.
+
+A row matches a scope when every field the scope sets equals the row's
+attribute, so a company-level row never matches a region scope, and a rep
+row matches the region, team and rep of that rep. Within each output group,
+only the matching rows of the coarsest level (company, region,
+business_unit, team, rep, in that order) are added. At one level, rows that
+carry no region or business unit beyond their level are preferred to rows
+split by them. Target rows have no account or product, so scopes and grains
+on account_id, product_id or product_line leave the target undefined.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from cockpit.errors import KpiError
+from cockpit.mart.store import require_tables
+from cockpit.scope import Scope
+
+logger = logging.getLogger(__name__)
+
+#: Units a KPI may have; percent values are fractions (0.25 means 25 %).
+UNITS = ("currency", "percent", "count", "ratio", "days")
+
+#: Grains `compute_kpi` can group by.
+GRAINS = (
+    "region",
+    "business_unit",
+    "team",
+    "rep_id",
+    "account_id",
+    "product_id",
+    "product_line",
+    "month",
+    "quarter",
+    "year",
+)
+
+#: Calendar grains; their values are ISO labels such as 2026-03, 2026-Q1, 2026.
+TIME_GRAINS = ("month", "quarter", "year")
+
+#: Closed deals a stage needs before its own win share replaces the overall rate.
+MIN_STAGE_DEALS = 30
+
+#: Target levels from coarsest to finest.
+TARGET_LEVELS = ("company", "region", "business_unit", "team", "rep")
+
+
+@dataclass(frozen=True)
+class KpiDefinition:
+    """One KPI of the registry: its name, label, unit and formula in words.
+
+    `additive` is true when the values of the groups of one `compute_kpi`
+    call add up to the value of the whole scope.
+    """
+
+    name: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    additive: bool
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"KPI {self.name}: unknown unit {self.unit!r}")
+
+
+KPIS: dict[str, KpiDefinition] = {
+    kpi.name: kpi
+    for kpi in (
+        KpiDefinition(
+            "revenue",
+            "Revenue",
+            "currency",
+            True,
+            True,
+            "Sum of net_revenue over the invoice lines dated within the period.",
+        ),
+        KpiDefinition(
+            "cost",
+            "Cost of sales",
+            "currency",
+            False,
+            True,
+            "Sum of cost over the invoice lines dated within the period. "
+            "Undefined when any of those lines has no cost.",
+        ),
+        KpiDefinition(
+            "margin",
+            "Margin",
+            "currency",
+            True,
+            True,
+            "Revenue minus cost. Undefined when cost is undefined.",
+        ),
+        KpiDefinition(
+            "margin_pct",
+            "Margin %",
+            "percent",
+            True,
+            False,
+            "Margin divided by revenue. Undefined when revenue is 0.",
+        ),
+        KpiDefinition(
+            "revenue_last_year",
+            "Revenue last year",
+            "currency",
+            True,
+            True,
+            "Revenue of the same period one year earlier: the invoice lines whose "
+            "date plus one year falls within the period. An open end stops at the "
+            "last invoice date in the mart. Undefined when the mart's first invoice "
+            "is in a later month than the start of that earlier period.",
+        ),
+        KpiDefinition(
+            "growth_pct",
+            "Growth vs last year",
+            "percent",
+            True,
+            False,
+            "Revenue divided by revenue_last_year, minus 1. Undefined when last "
+            "year's revenue is undefined, zero or negative.",
+        ),
+        KpiDefinition(
+            "target",
+            "Revenue target",
+            "currency",
+            True,
+            True,
+            "Sum of the latest version of the revenue targets whose period lies "
+            "within the period, read at the coarsest level that matches the scope "
+            "(see the module documentation of cockpit.kpi).",
+        ),
+        KpiDefinition(
+            "attainment_pct",
+            "Target attainment",
+            "percent",
+            True,
+            False,
+            "Revenue divided by target. Undefined when the target is undefined or 0.",
+        ),
+        KpiDefinition(
+            "won_value",
+            "Won value",
+            "currency",
+            True,
+            True,
+            "Sum of amount over the deals won with a close date within the period.",
+        ),
+        KpiDefinition(
+            "won_count",
+            "Deals won",
+            "count",
+            True,
+            True,
+            "Number of deals won with a close date within the period.",
+        ),
+        KpiDefinition(
+            "lost_count",
+            "Deals lost",
+            "count",
+            False,
+            True,
+            "Number of deals lost with a close date within the period.",
+        ),
+        KpiDefinition(
+            "win_rate",
+            "Win rate",
+            "percent",
+            True,
+            False,
+            "Deals won divided by deals won plus deals lost, over the deals closed "
+            "within the period. Undefined when none closed.",
+        ),
+        KpiDefinition(
+            "avg_deal_size",
+            "Average deal size",
+            "currency",
+            True,
+            False,
+            "Won value divided by the number of deals won. Undefined when none was won.",
+        ),
+        KpiDefinition(
+            "sales_cycle_days",
+            "Sales cycle",
+            "days",
+            False,
+            False,
+            "Mean number of days from created_date to closed_date over the deals won "
+            "within the period. Deals lacking either date are left out.",
+        ),
+        KpiDefinition(
+            "open_pipeline",
+            "Open pipeline",
+            "currency",
+            True,
+            True,
+            "Sum of amount over the open deals in the pipeline snapshot (the latest "
+            "snapshot on or before as_of). Deals without an amount add nothing.",
+        ),
+        KpiDefinition(
+            "open_deals",
+            "Open deals",
+            "count",
+            True,
+            True,
+            "Number of open deals in the pipeline snapshot.",
+        ),
+        KpiDefinition(
+            "weighted_pipeline",
+            "Weighted pipeline",
+            "currency",
+            True,
+            True,
+            "Sum over the open deals in the pipeline snapshot of amount times the "
+            "win probability of the deal's stage, calibrated by stage_probabilities "
+            "on the closed deals of the requested scope.",
+        ),
+        KpiDefinition(
+            "activities",
+            "Activities",
+            "count",
+            True,
+            True,
+            "Number of activities (customer interactions and internal meetings) "
+            "dated within the period.",
+        ),
+        KpiDefinition(
+            "activities_per_seller",
+            "Activities per seller",
+            "ratio",
+            True,
+            False,
+            "Activities divided by the number of sellers (reps with role seller) in "
+            "scope whose active dates overlap the period. Undefined with no seller.",
+        ),
+        KpiDefinition(
+            "customer_time_share",
+            "Customer time share",
+            "percent",
+            True,
+            False,
+            "Minutes of activities with an account divided by the minutes of all "
+            "activities within the period. Undefined when no minutes are recorded.",
+        ),
+    )
+}
+
+
+# --- requests ----------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    """One scope, period and as-of date, with the source frames read so far."""
+
+    con: duckdb.DuckDBPyConnection
+    scope: Scope
+    start: date | None
+    end: date | None
+    as_of: date | None
+    cache: dict = field(default_factory=dict)
+
+    def _cached(self, key: tuple, compute: Callable[[], object]):
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+    def snapshot_date(self) -> date | None:
+        """Return the date of the pipeline snapshot, the latest on or before as_of.
+
+        NOTE: every snapshot_date counts, including a date whose rows are all
+        closed deals, which then gives an open pipeline of 0 rather than NaN.
+        """
+
+        def query() -> date | None:
+            if self.as_of is None:
+                row = self.con.execute(
+                    "SELECT max(snapshot_date) FROM opportunities"
+                ).fetchone()
+            else:
+                row = self.con.execute(
+                    "SELECT max(snapshot_date) FROM opportunities WHERE snapshot_date <= ?",
+                    [self.as_of],
+                ).fetchone()
+            return row[0]
+
+        return self._cached(("snapshot",), query)
+
+    def date_span(self, table: str) -> tuple[date | None, date | None]:
+        """Return the first and last date of a dated table over the whole mart."""
+        return self._cached(
+            ("span", table),
+            lambda: tuple(
+                self.con.execute(f"SELECT min(date), max(date) FROM {table}").fetchone()
+            ),
+        )
+
+    def deal_states(self) -> tuple[str, list]:
+        """Return SQL and parameters for each deal at its latest snapshot by as_of."""
+        if self.as_of is None:
+            return "opportunities_current", []
+        return (
+            "(SELECT * FROM opportunities WHERE snapshot_date <= ? "
+            "QUALIFY snapshot_date = max(snapshot_date) OVER (PARTITION BY opportunity_id))",
+            [self.as_of],
+        )
+
+    def probabilities(self) -> pd.DataFrame:
+        """Return stage probabilities calibrated on this request's scope and as_of."""
+        return self._cached(
+            ("probabilities",),
+            lambda: stage_probabilities(self.con, self.scope, as_of=self.as_of),
+        )
+
+
+# --- SQL building blocks -----------------------------------------------------
+
+
+def _time_sql(expr: str) -> dict[str, str]:
+    return {
+        "month": f"strftime({expr}, '%Y-%m')",
+        "quarter": f"CAST(year({expr}) AS VARCHAR) || '-Q' || CAST(quarter({expr}) AS VARCHAR)",
+        "year": f"CAST(year({expr}) AS VARCHAR)",
+    }
+
+
+def _fact_frame(
+    req: _Request,
+    by: tuple[str, ...],
+    *,
+    relation: str,
+    date_expr: str,
+    measures: str,
+    relation_params: Sequence = (),
+    filters: Sequence[str] = (),
+    filter_params: Sequence = (),
+    start: date | None = None,
+    end: date | None = None,
+    extra_group: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Aggregate `measures` over a fact relation aliased f, grouped by `by`.
+
+    Rows are kept when `date_expr` lies within [start, end] (a None bound does
+    not filter) and the request's scope matches the row.
+    """
+    grain_sql = {
+        "region": "f.region",
+        "business_unit": "f.business_unit",
+        "team": "r.team",
+        "rep_id": "f.rep_id",
+        "account_id": "f.account_id",
+        "product_id": "f.product_id",
+        "product_line": "p.product_line",
+        **_time_sql(date_expr),
+    }
+    groups = [f"{grain_sql[g]} AS {g}" for g in by] + list(extra_group)
+    joins = ""
+    if "team" in by:
+        joins += " LEFT JOIN reps r ON r.rep_id = f.rep_id"
+    if "product_line" in by:
+        joins += " LEFT JOIN products p ON p.product_id = f.product_id"
+
+    where = list(filters)
+    params = [*relation_params, *filter_params]
+    if start is not None:
+        where.append(f"{date_expr} >= ?")
+        params.append(start)
+    if end is not None:
+        where.append(f"{date_expr} <= ?")
+        params.append(end)
+    scope_sql, scope_params = req.scope.where("f.")
+    where.append(scope_sql)
+    params.extend(scope_params)
+
+    select = ", ".join([*groups, measures])
+    sql = f"SELECT {select} FROM {relation} f{joins} WHERE {' AND '.join(where)}"
+    if groups:
+        sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(groups)))
+    logger.debug("KPI query %s with %s", sql, params)
+    return req.con.execute(sql, params).df()
+
+
+# --- sources -----------------------------------------------------------------
+
+
+def _sales_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    return _fact_frame(
+        req,
+        by,
+        relation="transactions",
+        date_expr="f.date",
+        measures=(
+            "COALESCE(sum(f.net_revenue), 0) AS revenue, "
+            "CASE WHEN count(f.cost) = count(*) THEN COALESCE(sum(f.cost), 0) END AS cost"
+        ),
+        start=req.start,
+        end=req.end,
+    )
+
+
+def _sales_last_year_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    # Invoice lines are moved forward one year, so the requested period and
+    # its month, quarter and year labels select and group last year's lines.
+    _, last = req.date_span("transactions")
+    return _fact_frame(
+        req,
+        by,
+        relation="transactions",
+        date_expr="CAST(f.date + INTERVAL 1 YEAR AS DATE)",
+        measures="COALESCE(sum(f.net_revenue), 0) AS revenue_last_year",
+        start=req.start,
+        end=req.end if req.end is not None else last,
+    )
+
+
+def _closed_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    relation, params = req.deal_states()
+    return _fact_frame(
+        req,
+        by,
+        relation=relation,
+        relation_params=params,
+        date_expr="f.closed_date",
+        filters=["f.status IN ('won', 'lost')"],
+        measures=(
+            "COALESCE(sum(f.amount) FILTER (WHERE f.status = 'won'), 0) AS won_value, "
+            "count(*) FILTER (WHERE f.status = 'won') AS won_count, "
+            "count(*) FILTER (WHERE f.status = 'lost') AS lost_count, "
+            "avg(date_diff('day', f.created_date, f.closed_date)) "
+            "FILTER (WHERE f.status = 'won') AS sales_cycle_days"
+        ),
+        start=req.start,
+        end=req.end,
+    )
+
+
+def _pipeline_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    measures = ["open_pipeline", "open_deals", "weighted_pipeline"]
+    snapshot = req.snapshot_date()
+    if snapshot is None:
+        logger.warning(
+            "no pipeline snapshot on or before %s; pipeline KPIs are undefined",
+            req.as_of,
+        )
+        rows = 0 if by else 1
+        return pd.DataFrame(
+            {**{g: [None] * rows for g in by}, **{m: [np.nan] * rows for m in measures}}
+        )
+    by_stage = _fact_frame(
+        req,
+        by,
+        relation="opportunities",
+        date_expr="f.expected_close_date",
+        filters=["f.snapshot_date = ?", "f.status = 'open'"],
+        filter_params=[snapshot],
+        measures="COALESCE(sum(f.amount), 0) AS open_pipeline, count(*) AS open_deals",
+        extra_group=["f.stage AS _stage"],
+    )
+    probabilities = req.probabilities().set_index("stage")["probability"]
+    by_stage["weighted_pipeline"] = by_stage["open_pipeline"] * by_stage["_stage"].map(
+        probabilities
+    ).astype("float64")
+    if not by:
+        return pd.DataFrame(
+            {
+                "open_pipeline": [by_stage["open_pipeline"].sum()],
+                "open_deals": [by_stage["open_deals"].sum()],
+                "weighted_pipeline": [by_stage["weighted_pipeline"].sum(min_count=1)]
+                if len(by_stage)
+                else [0.0],
+            }
+        )
+    grouped = by_stage.groupby(list(by), dropna=False, sort=False)
+    return pd.DataFrame(
+        {
+            "open_pipeline": grouped["open_pipeline"].sum(),
+            "open_deals": grouped["open_deals"].sum(),
+            "weighted_pipeline": grouped["weighted_pipeline"].sum(min_count=1),
+        }
+    ).reset_index()
+
+
+def _activity_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    return _fact_frame(
+        req,
+        by,
+        relation="activities",
+        date_expr="f.date",
+        measures=(
+            "count(*) AS activities, "
+            "COALESCE(sum(f.duration_minutes) FILTER (WHERE f.account_id IS NOT NULL), 0) "
+            "AS customer_minutes, "
+            "COALESCE(sum(f.duration_minutes), 0) AS activity_minutes"
+        ),
+        start=req.start,
+        end=req.end,
+    )
+
+
+def _time_buckets(time_grains: Sequence[str], start: date, end: date) -> pd.DataFrame:
+    """Return the month, quarter or year groups of [start, end] and their bounds."""
+    rows = []
+    for month in pd.period_range(start, end, freq="M"):
+        rows.append(
+            {
+                "month": str(month),
+                "quarter": f"{month.year}-Q{month.quarter}",
+                "year": str(month.year),
+                "bucket_start": max(month.start_time.normalize(), pd.Timestamp(start)),
+                "bucket_end": min(month.end_time.normalize(), pd.Timestamp(end)),
+            }
+        )
+    months = pd.DataFrame(rows)
+    return (
+        months.groupby(list(time_grains), sort=False)
+        .agg(bucket_start=("bucket_start", "min"), bucket_end=("bucket_end", "max"))
+        .reset_index()
+    )
+
+
+def _seller_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    """Count the sellers in scope whose active dates overlap each group's dates.
+
+    An open start or end of the period falls back to the first or last
+    activity in the mart, and a rep without active dates counts as active.
+    """
+    first, last = req.date_span("activities")
+    start = req.start if req.start is not None else first
+    end = req.end if req.end is not None else last
+    scope_sql, scope_params = req.scope.where("s.")
+    reps = req.con.execute(
+        "SELECT s.rep_id, s.region, s.team, s.active_from, s.active_to "
+        f"FROM reps s WHERE s.role = 'seller' AND {scope_sql}",
+        scope_params,
+    ).df()
+
+    time_grains = [g for g in by if g in TIME_GRAINS]
+    if time_grains:
+        if start is None or end is None:
+            return pd.DataFrame({**{g: [] for g in by}, "sellers": []})
+        buckets = _time_buckets(time_grains, start, end)
+    else:
+        buckets = pd.DataFrame(
+            {
+                "bucket_start": [pd.NaT if start is None else pd.Timestamp(start)],
+                "bucket_end": [pd.NaT if end is None else pd.Timestamp(end)],
+            }
+        )
+
+    pairs = buckets.merge(reps, how="cross")
+    active_from = pd.to_datetime(pairs["active_from"])
+    active_to = pd.to_datetime(pairs["active_to"])
+    started = (
+        active_from.isna()
+        | pairs["bucket_end"].isna()
+        | (active_from <= pairs["bucket_end"])
+    )
+    not_ended = (
+        active_to.isna()
+        | pairs["bucket_start"].isna()
+        | (active_to >= pairs["bucket_start"])
+    )
+    pairs = pairs[started & not_ended]
+
+    if not by:
+        return pd.DataFrame({"sellers": [pairs["rep_id"].nunique()]})
+    return (
+        pairs.groupby(list(by), dropna=False, sort=False)["rep_id"]
+        .nunique()
+        .rename("sellers")
+        .reset_index()
+    )
+
+
+def _target_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
+    # The selection rule is described in the module documentation.
+    start_labels = _time_sql("t.period_start")
+    end_labels = _time_sql("t.period_end")
+
+    # A row enters when its period lies within [start, end] and, for each
+    # month, quarter or year grain, within one group. Rows outside are left
+    # out before longer periods hide shorter ones.
+    period = [f"{start_labels[g]} = {end_labels[g]}" for g in by if g in TIME_GRAINS]
+    params: list = []
+    if req.start is not None:
+        period.append("t.period_start >= ?")
+        params.append(req.start)
+    if req.end is not None:
+        period.append("t.period_end <= ?")
+        params.append(req.end)
+    period_sql = " AND ".join(period) or "TRUE"
+
+    level_rank = " ".join(
+        f"WHEN '{level}' THEN {rank}" for rank, level in enumerate(TARGET_LEVELS)
+    )
+    groups = [f"t.{g}" if g not in TIME_GRAINS else start_labels[g] for g in by]
+
+    where = [f"t.{g} IS NOT NULL" for g in by if g not in TIME_GRAINS]
+    for scope_field in fields(req.scope):
+        value = getattr(req.scope, scope_field.name)
+        if value is not None:
+            where.append(f"t.{scope_field.name} = ?")
+            params.append(value)
+    where_sql = " AND ".join(where) or "TRUE"
+
+    partition = ", ".join(groups)
+    select_groups = ", ".join(
+        f"{sql} AS {g}" for sql, g in zip(groups, by, strict=True)
+    )
+    group_by = (
+        " GROUP BY " + ", ".join(str(i + 1) for i in range(len(by))) if by else ""
+    )
+    sql = f"""
+        WITH latest AS (
+            SELECT * FROM targets
+            WHERE metric = 'revenue'
+            QUALIFY version = max(version) OVER (
+                PARTITION BY period, level, key, region, business_unit, metric
+            )
+        ),
+        dated AS (
+            SELECT * FROM latest t WHERE {period_sql}
+        ),
+        kept AS (
+            SELECT a.* FROM dated a
+            WHERE NOT EXISTS (
+                SELECT 1 FROM dated b
+                WHERE b.level = a.level AND b.key = a.key
+                  AND b.region IS NOT DISTINCT FROM a.region
+                  AND b.business_unit IS NOT DISTINCT FROM a.business_unit
+                  AND b.period_start <= a.period_start
+                  AND b.period_end >= a.period_end
+                  AND (b.period_start < a.period_start OR b.period_end > a.period_end)
+            )
+        ),
+        resolved AS (
+            SELECT
+                k.value,
+                k.period_start,
+                k.period_end,
+                3 * (CASE k.level {level_rank} END)
+                  + CASE WHEN k.region IS NOT NULL AND k.level <> 'region' THEN 1 ELSE 0 END
+                  + CASE WHEN k.business_unit IS NOT NULL AND k.level <> 'business_unit'
+                         THEN 1 ELSE 0 END AS specificity,
+                COALESCE(k.region, CASE WHEN k.level = 'region' THEN k.key END, r.region)
+                    AS region,
+                COALESCE(k.business_unit, CASE WHEN k.level = 'business_unit' THEN k.key END)
+                    AS business_unit,
+                CASE k.level WHEN 'team' THEN k.key WHEN 'rep' THEN r.team END AS team,
+                CASE WHEN k.level = 'rep' THEN k.key END AS rep_id
+            FROM kept k
+            LEFT JOIN reps r ON k.level = 'rep' AND r.rep_id = k.key
+            WHERE k.level IN ({", ".join(f"'{level}'" for level in TARGET_LEVELS)})
+        ),
+        matched AS (
+            SELECT t.*, min(t.specificity) OVER ({"PARTITION BY " + partition if by else ""})
+                AS best
+            FROM resolved t
+            WHERE {where_sql}
+        )
+        SELECT {select_groups + ", " if by else ""}sum(t.value) AS target
+        FROM matched t
+        WHERE t.specificity = t.best{group_by}
+    """
+    logger.debug("target query %s with %s", sql, params)
+    return req.con.execute(sql, params).df()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A relation that KPIs read, the grains and scope fields it supports, and
+    the value of each of its measures for a group without rows."""
+
+    read: Callable[[_Request, tuple[str, ...]], pd.DataFrame]
+    tables: tuple[str, ...]
+    grains: tuple[str, ...]
+    scope_fields: tuple[str, ...]
+    empty: Mapping[str, float]
+
+
+_ALL_SCOPE = tuple(f.name for f in fields(Scope))
+
+_SOURCES: dict[str, _Source] = {
+    "sales": _Source(
+        _sales_frame,
+        ("transactions",),
+        GRAINS,
+        _ALL_SCOPE,
+        {"revenue": 0.0, "cost": 0.0},
+    ),
+    "sales_last_year": _Source(
+        _sales_last_year_frame,
+        ("transactions",),
+        GRAINS,
+        _ALL_SCOPE,
+        {"revenue_last_year": 0.0},
+    ),
+    "closed": _Source(
+        _closed_frame,
+        ("opportunities",),
+        GRAINS,
+        _ALL_SCOPE,
+        {"won_value": 0.0, "won_count": 0, "lost_count": 0, "sales_cycle_days": np.nan},
+    ),
+    "pipeline": _Source(
+        _pipeline_frame,
+        ("opportunities",),
+        GRAINS,
+        _ALL_SCOPE,
+        {"open_pipeline": 0.0, "open_deals": 0, "weighted_pipeline": 0.0},
+    ),
+    "activity": _Source(
+        _activity_frame,
+        ("activities", "reps"),
+        ("region", "team", "rep_id", "account_id", *TIME_GRAINS),
+        ("region", "team", "rep_id", "account_id"),
+        {"activities": 0, "customer_minutes": 0.0, "activity_minutes": 0.0},
+    ),
+    "sellers": _Source(
+        _seller_frame,
+        ("activities", "reps"),
+        ("region", "team", "rep_id", *TIME_GRAINS),
+        ("region", "team", "rep_id"),
+        {"sellers": 0},
+    ),
+    "targets": _Source(
+        _target_frame,
+        ("targets", "reps"),
+        ("region", "business_unit", "team", "rep_id", *TIME_GRAINS),
+        ("region", "business_unit", "team", "rep_id"),
+        {"target": np.nan},
+    ),
+}
+
+
+# --- recipes -----------------------------------------------------------------
+
+
+def _divide(
+    numerator: pd.Series, denominator: pd.Series, positive_only: bool = False
+) -> pd.Series:
+    """Divide element-wise, giving NaN where the denominator is 0 (or not positive)."""
+    num = numerator.astype("float64")
+    den = denominator.astype("float64")
+    valid = den > 0 if positive_only else den != 0
+    return (num / den.where(valid)).where(valid)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """Sources a KPI reads and how its value follows from their measures."""
+
+    sources: tuple[str, ...]
+    value: Callable[[pd.DataFrame], pd.Series]
+
+
+_RECIPES: dict[str, _Recipe] = {
+    "revenue": _Recipe(("sales",), lambda m: m["revenue"]),
+    "cost": _Recipe(("sales",), lambda m: m["cost"]),
+    "margin": _Recipe(("sales",), lambda m: m["revenue"] - m["cost"]),
+    "margin_pct": _Recipe(
+        ("sales",), lambda m: _divide(m["revenue"] - m["cost"], m["revenue"])
+    ),
+    "revenue_last_year": _Recipe(
+        ("sales_last_year",), lambda m: m["revenue_last_year"]
+    ),
+    "growth_pct": _Recipe(
+        ("sales", "sales_last_year"),
+        lambda m: _divide(m["revenue"], m["revenue_last_year"], positive_only=True) - 1,
+    ),
+    "target": _Recipe(("targets",), lambda m: m["target"]),
+    "attainment_pct": _Recipe(
+        ("sales", "targets"), lambda m: _divide(m["revenue"], m["target"])
+    ),
+    "won_value": _Recipe(("closed",), lambda m: m["won_value"]),
+    "won_count": _Recipe(("closed",), lambda m: m["won_count"]),
+    "lost_count": _Recipe(("closed",), lambda m: m["lost_count"]),
+    "win_rate": _Recipe(
+        ("closed",),
+        lambda m: _divide(m["won_count"], m["won_count"] + m["lost_count"]),
+    ),
+    "avg_deal_size": _Recipe(
+        ("closed",), lambda m: _divide(m["won_value"], m["won_count"])
+    ),
+    "sales_cycle_days": _Recipe(("closed",), lambda m: m["sales_cycle_days"]),
+    "open_pipeline": _Recipe(("pipeline",), lambda m: m["open_pipeline"]),
+    "open_deals": _Recipe(("pipeline",), lambda m: m["open_deals"]),
+    "weighted_pipeline": _Recipe(("pipeline",), lambda m: m["weighted_pipeline"]),
+    "activities": _Recipe(("activity",), lambda m: m["activities"]),
+    "activities_per_seller": _Recipe(
+        ("activity", "sellers"), lambda m: _divide(m["activities"], m["sellers"])
+    ),
+    "customer_time_share": _Recipe(
+        ("activity",),
+        lambda m: _divide(m["customer_minutes"], m["activity_minutes"]),
+    ),
+}
+
+
+def _grains_of(name: str) -> tuple[str, ...]:
+    """Return the grains every source of KPI `name` can be grouped by."""
+    sources = [_SOURCES[s] for s in _RECIPES[name].sources]
+    return tuple(g for g in GRAINS if all(g in s.grains for s in sources))
+
+
+def _scope_gaps(name: str, scope: Scope) -> list[str]:
+    """Return the scope fields set in `scope` that a source of `name` cannot filter."""
+    sources = [_SOURCES[s] for s in _RECIPES[name].sources]
+    return [
+        f.name
+        for f in fields(scope)
+        if getattr(scope, f.name) is not None
+        and any(f.name not in s.scope_fields for s in sources)
+    ]
+
+
+# --- computation -------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    if name not in KPIS:
+        raise KpiError(f"unknown KPI {name!r}; choose one of {', '.join(KPIS)}")
+
+
+def _check_grains(name: str, by: tuple[str, ...]) -> None:
+    for grain in by:
+        if grain not in GRAINS:
+            raise KpiError(f"unknown grain {grain!r}; choose from {', '.join(GRAINS)}")
+    repeated = sorted({g for g in by if by.count(g) > 1})
+    if repeated:
+        raise KpiError(f"grain {', '.join(repeated)} given twice in by={list(by)}")
+    allowed = _grains_of(name)
+    for grain in by:
+        if grain not in allowed:
+            raise KpiError(
+                f"KPI {name} cannot be grouped by {grain}; its grains are "
+                f"{', '.join(allowed)}"
+            )
+
+
+def _check_period(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise KpiError(
+            f"period start {start} is after its end {end}; swap the two dates"
+        )
+
+
+def _bucket_start(grain: str, label: str) -> date:
+    """First day of a month, quarter or year label such as 2026-03 or 2026-Q2."""
+    if grain == "month":
+        return date(int(label[:4]), int(label[5:7]), 1)
+    if grain == "quarter":
+        return date(int(label[:4]), 3 * int(label[-1]) - 2, 1)
+    return date(int(label), 1, 1)
+
+
+def _mask_uncovered(req: _Request, merged: pd.DataFrame, by: tuple[str, ...]) -> None:
+    """Set revenue_last_year to NaN where the mart does not reach back a year.
+
+    The earlier period of a group starts one year before the later of the
+    requested start (else the first invoice) and the group's month, quarter
+    or year. It counts as covered when the mart's first invoice falls in that
+    month or earlier, so an export that starts on 3 January covers January.
+    """
+    first, _ = req.date_span("transactions")
+    if first is None:
+        merged["revenue_last_year"] = np.nan
+        return
+    window_start = req.start if req.start is not None else first
+    time_grains = [g for g in by if g in TIME_GRAINS]
+    covered = []
+    for _, row in merged.iterrows():
+        begin = pd.Timestamp(window_start)
+        for grain in time_grains:
+            label = row[grain]
+            if pd.isna(label):
+                continue
+            begin = max(begin, pd.Timestamp(_bucket_start(grain, str(label))))
+        earlier = begin - pd.DateOffset(years=1)
+        covered.append((earlier.year, earlier.month) >= (first.year, first.month))
+    merged.loc[~np.array(covered, dtype=bool), "revenue_last_year"] = np.nan
+
+
+def _merge_sources(
+    req: _Request, source_names: tuple[str, ...], by: tuple[str, ...]
+) -> pd.DataFrame:
+    """Read each source once per request and join their measures on `by`."""
+    frames = []
+    for source_name in source_names:
+        source = _SOURCES[source_name]
+        key = ("source", source_name, by)
+        if key not in req.cache:
+            require_tables(req.con, source.tables)
+            req.cache[key] = source.read(req, by)
+        frames.append((source, req.cache[key]))
+
+    if not by:
+        return pd.concat([frame.reset_index(drop=True) for _, frame in frames], axis=1)
+
+    merged = None
+    for index, (_, frame) in enumerate(frames):
+        marked = frame.assign(**{f"_in_{index}": True})
+        merged = (
+            marked
+            if merged is None
+            else merged.merge(marked, on=list(by), how="outer", sort=False)
+        )
+    for index, (source, _) in enumerate(frames):
+        absent = merged[f"_in_{index}"].isna()
+        for measure, empty in source.empty.items():
+            merged.loc[absent, measure] = empty
+        merged = merged.drop(columns=f"_in_{index}")
+    return merged
+
+
+def _undefined_frame(name: str, by: tuple[str, ...]) -> pd.DataFrame:
+    if by:
+        return pd.DataFrame(
+            {**{g: [] for g in by}, name: pd.Series([], dtype="float64")}
+        )
+    return pd.DataFrame({name: [np.nan]})
+
+
+def _compute(req: _Request, name: str, by: tuple[str, ...]) -> pd.DataFrame:
+    gaps = _scope_gaps(name, req.scope)
+    if gaps:
+        tables = sorted(
+            {t for source in _RECIPES[name].sources for t in _SOURCES[source].tables}
+        )
+        logger.warning(
+            "KPI %s is undefined for a scope on %s because the tables it reads (%s) "
+            "cannot be filtered that way; remove that part of the scope to get a value",
+            name,
+            ", ".join(gaps),
+            ", ".join(tables),
+        )
+        return _undefined_frame(name, by)
+    recipe = _RECIPES[name]
+    merged = _merge_sources(req, recipe.sources, by)
+    if "sales_last_year" in recipe.sources:
+        merged = merged.copy()
+        _mask_uncovered(req, merged, by)
+    result = merged[list(by)].copy()
+    values = recipe.value(merged)
+    if KPIS[name].unit == "count" and not values.isna().any():
+        values = values.astype("int64")
+    else:
+        values = values.astype("float64")
+    result[name] = values.to_numpy()
+    if by:
+        result = result.sort_values(list(by), na_position="last", kind="stable")
+    return result.reset_index(drop=True)
+
+
+def compute_kpi(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    by: Sequence[str] = (),
+    scope: Scope | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    as_of: date | None = None,
+) -> pd.DataFrame:
+    """Compute KPI `name` for `scope`, grouped by the grains in `by`.
+
+    Returns a frame with columns [*by, name] and one row per group that has
+    data in any source the KPI reads, sorted by `by`. Without `by` the frame
+    has one row. Month, quarter and year values are ISO labels (2026-03,
+    2026-Q1, 2026).
+
+    `start` and `end` bound the period, both inclusive, and None leaves that
+    side open. `as_of` picks the pipeline snapshot, which is the latest
+    snapshot_date on or before it (default: the latest in the mart). It also
+    fixes the state of closed deals. The unit of the value is
+    `KPIS[name].unit`, and percent values are fractions.
+
+    A scope on a field that a source of the KPI lacks (business unit for
+    activities, account for targets) leaves the KPI undefined. The result is
+    then NaN without `by` and an empty frame with it, and a warning is
+    logged.
+
+    Raises KpiError for an unknown KPI or grain, a grain the KPI cannot be
+    grouped by, or a start after the end. Raises MartError when a table the
+    KPI reads is missing.
+    """
+    _check_name(name)
+    by = (by,) if isinstance(by, str) else tuple(by)
+    _check_grains(name, by)
+    _check_period(start, end)
+    req = _Request(con, scope or Scope(), start, end, as_of)
+    return _compute(req, name, by)
+
+
+def kpi_values(
+    con: duckdb.DuckDBPyConnection,
+    names: Sequence[str],
+    scope: Scope | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    as_of: date | None = None,
+) -> dict[str, float | None]:
+    """Compute one value per KPI in `names` for the whole scope and period.
+
+    Arguments mean what they mean for `compute_kpi`; each source table is read
+    once for all names. Returns the values in the order of `names`, with None
+    for an undefined value. Raises KpiError for an unknown name or a start
+    after the end.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        _check_name(name)
+    _check_period(start, end)
+    req = _Request(con, scope or Scope(), start, end, as_of)
+    values: dict[str, float | None] = {}
+    for name in names:
+        value = _compute(req, name, ())[name].iloc[0]
+        values[name] = None if pd.isna(value) else float(value)
+    return values
+
+
+def stage_probabilities(
+    con: duckdb.DuckDBPyConnection,
+    scope: Scope | None = None,
+    as_of: date | None = None,
+) -> pd.DataFrame:
+    """Calibrate the win probability of each open stage on closed deals.
+
+    Only snapshots on or before `as_of` are read (all of them when None). A
+    deal counts as closed when its latest snapshot has status won or lost,
+    and its row there must match `scope`. For each stage that some open deal
+    in scope was at, the probability is the share won among the closed deals
+    that were at that stage, with status open, in some snapshot. A stage with
+    fewer than MIN_STAGE_DEALS such deals gets the overall win rate of the
+    closed deals in scope instead, and a stage's probability is NaN when the
+    scope has no closed deal at all.
+
+    Returns a frame [stage, probability, deals] sorted by stage, where deals
+    is the number of closed deals seen at the stage (the calibration sample,
+    even when the stage fell back to the overall rate). Probabilities are
+    fractions.
+    """
+    require_tables(con, ["opportunities"])
+    scope = scope or Scope()
+    scope_sql, scope_params = scope.where("f.")
+    history_sql = "SELECT * FROM opportunities"
+    history_params: list = []
+    if as_of is not None:
+        history_sql += " WHERE snapshot_date <= ?"
+        history_params.append(as_of)
+    prefix = f"""
+        WITH history AS ({history_sql}),
+        final AS (
+            SELECT * FROM history
+            QUALIFY snapshot_date = max(snapshot_date) OVER (PARTITION BY opportunity_id)
+        ),
+        closed AS (
+            SELECT f.opportunity_id, f.status = 'won' AS won
+            FROM final f
+            WHERE f.status IN ('won', 'lost') AND {scope_sql}
+        )
+    """
+    overall_won, overall_closed = con.execute(
+        prefix + "SELECT count(*) FILTER (WHERE won), count(*) FROM closed",
+        [*history_params, *scope_params],
+    ).fetchone()
+    overall = overall_won / overall_closed if overall_closed else np.nan
+
+    stages = con.execute(
+        prefix
+        + f"""
+        , open_stages AS (
+            SELECT DISTINCT f.stage FROM history f WHERE f.status = 'open' AND {scope_sql}
+        ),
+        seen AS (
+            SELECT DISTINCT opportunity_id, stage FROM history WHERE status = 'open'
+        )
+        SELECT s.stage,
+               count(c.opportunity_id) AS deals,
+               count(c.opportunity_id) FILTER (WHERE c.won) AS won
+        FROM open_stages s
+        LEFT JOIN seen ON seen.stage = s.stage
+        LEFT JOIN closed c ON c.opportunity_id = seen.opportunity_id
+        GROUP BY s.stage
+        ORDER BY s.stage
+        """,
+        [*history_params, *scope_params, *scope_params],
+    ).df()
+
+    calibrated = stages["deals"] >= MIN_STAGE_DEALS
+    share = stages["won"] / stages["deals"].where(calibrated)
+    stages["probability"] = share.where(calibrated, overall).astype("float64")
+    fallback = stages.loc[~calibrated, "stage"].tolist()
+    if fallback:
+        logger.info(
+            "stage(s) %s have fewer than %d closed deals; using the overall win rate %s",
+            ", ".join(map(str, fallback)),
+            MIN_STAGE_DEALS,
+            overall,
+        )
+    return stages[["stage", "probability", "deals"]].reset_index(drop=True)
+
+
+def format_value(value: float | None, unit: str, currency: str = "EUR") -> str:
+    """Format a KPI value for people: 'EUR 1,234,567', '63.2%', '1,204', 'n/a'.
+
+    Currency amounts are rounded to whole units and prefixed with `currency`.
+    Percent values are fractions, shown as percentages with one decimal.
+    Counts get thousands separators, ratios two decimals and days one
+    decimal. None, NaN and infinite values give 'n/a'.
+
+    Raises KpiError for an unknown unit or a value that is not a number.
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
+        return "n/a"
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise KpiError(
+            f"KPI value {value!r} is not a number; pass a float or None"
+        ) from exc
+    if not math.isfinite(number):
+        return "n/a"
+    if unit == "currency":
+        return f"{currency} {round(number) + 0:,}"
+    if unit == "percent":
+        return f"{round(number * 100, 1) + 0.0:,.1f}%"
+    if unit == "count":
+        return f"{round(number) + 0:,}"
+    if unit == "ratio":
+        return f"{round(number, 2) + 0.0:,.2f}"
+    if unit == "days":
+        return f"{round(number, 1) + 0.0:,.1f} days"
+    raise KpiError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
