@@ -28,10 +28,14 @@ def ingest_source(source: str, path: str | Path, mart: str | Path) -> list[LoadR
     """
     loaders = _loaders()
     if source not in loaders:
-        raise IngestError(f"unknown source {source!r}; choose one of {', '.join(sorted(loaders))}")
+        raise IngestError(
+            f"unknown source {source!r}; choose one of {', '.join(sorted(loaders))}"
+        )
     path = Path(path)
     if not path.exists():
-        raise IngestError(f"export {path} not found; check the path (quote names with spaces)")
+        raise IngestError(
+            f"export {path} not found; check the path (quote names with spaces)"
+        )
     with connect(mart) as con:
         reports = loaders[source](path, con)
         fill_dimensions(con)
