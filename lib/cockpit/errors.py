@@ -39,3 +39,11 @@ class BatchError(CockpitError):
 
 class ScopeError(CockpitError):
     """A viewer asked for data outside the scope they are allowed to see."""
+
+
+class ServeError(CockpitError):
+    """The dashboard server cannot start (notebook missing, port in use)."""
+
+
+class ReportError(CockpitError):
+    """An executed notebook cannot be turned into an HTML report."""

@@ -1,0 +1,181 @@
+"""`cockpit serve`: the Voilà command, its checks and its exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cockpit import serve
+from cockpit.cli import main
+from cockpit.errors import MartError, ServeError
+from cockpit.serve import (
+    DASHBOARD_NOTEBOOK,
+    HOST,
+    TEMPLATE_NAME,
+    TEMPLATE_ROOT,
+    serve_dashboards,
+    voila_command,
+    voila_environment,
+)
+
+TEMPLATE_DIR = TEMPLATE_ROOT / "voila" / "templates" / TEMPLATE_NAME
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mart_file(tmp_path: Path) -> Path:
+    """A file where the mart should be; serve only checks that it exists."""
+    path = tmp_path / "mart.duckdb"
+    path.write_bytes(b"")
+    return path
+
+
+def test_command_listens_on_loopback():
+    assert "--Voila.ip=127.0.0.1" in voila_command()
+
+
+def test_command_keeps_port():
+    command = voila_command(port=9123)
+    assert "--port=9123" in command
+    assert "--Voila.port_retries=0" in command
+
+
+def test_command_serves_notebook_only():
+    assert str(DASHBOARD_NOTEBOOK.resolve()) in voila_command()
+
+
+def test_command_strips_code():
+    assert "--strip_sources=True" in voila_command()
+
+
+def test_command_hides_tracebacks():
+    assert "--VoilaConfiguration.show_tracebacks=False" in voila_command()
+
+
+def test_command_uses_template():
+    assert f"--template={TEMPLATE_NAME}" in voila_command()
+
+
+def test_command_browser_flag():
+    assert "--no-browser" in voila_command()
+    assert "--no-browser" not in voila_command(open_browser=True)
+
+
+def test_environment_sets_mart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    environment = voila_environment("demo.duckdb", base={})
+    assert environment["COCKPIT_MART"] == str(tmp_path / "demo.duckdb")
+
+
+def test_environment_prepends_template():
+    environment = voila_environment("m.duckdb", base={"JUPYTER_PATH": "/opt/j"})
+    assert environment["JUPYTER_PATH"] == os.pathsep.join(
+        [str(TEMPLATE_ROOT), "/opt/j"]
+    )
+
+
+def test_template_extends_lab():
+    assert (TEMPLATE_DIR / "conf.json").read_text().count('"lab"') == 1
+
+
+def test_template_has_no_remote_url():
+    template = (TEMPLATE_DIR / "index.html.j2").read_text()
+    assert re.findall(r"https?://", template) == []
+
+
+def test_notebook_reads_mart_variable():
+    assert "COCKPIT_MART" in DASHBOARD_NOTEBOOK.read_text()
+
+
+def test_missing_mart_raises(tmp_path):
+    with pytest.raises(MartError, match="cockpit demo"):
+        serve_dashboards(tmp_path / "none.duckdb", port=free_port())
+
+
+def test_access_file_rejected(mart_file, tmp_path):
+    with pytest.raises(ServeError, match="not supported"):
+        serve_dashboards(mart_file, port=free_port(), access_file=tmp_path / "a.yaml")
+
+
+def test_port_in_use_raises(mart_file):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"port {port}"):
+            serve_dashboards(mart_file, port=port)
+
+
+def test_port_out_of_range_raises(mart_file):
+    with pytest.raises(ServeError, match="70000"):
+        serve_dashboards(mart_file, port=70000)
+
+
+def test_exit_code_passed_through(mart_file, monkeypatch):
+    monkeypatch.setattr(
+        serve,
+        "voila_command",
+        lambda **_: [sys.executable, "-c", "raise SystemExit(3)"],
+    )
+    assert serve_dashboards(mart_file, port=free_port()) == 3
+
+
+def test_signal_exit_code(mart_file, monkeypatch):
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    monkeypatch.setattr(
+        serve, "voila_command", lambda **_: [sys.executable, "-c", script]
+    )
+    assert serve_dashboards(mart_file, port=free_port()) == 128 + signal.SIGTERM
+
+
+def test_cli_reports_missing_mart(tmp_path, capsys):
+    assert main(["serve", "--mart", str(tmp_path / "none.duckdb")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_interrupt_stops_voila(mart_file, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "cockpit.cli", "serve", "--mart", str(mart_file)]
+    command += ["--port", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+                if client.connect_ex((HOST, port)) == 0:
+                    break
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"Voilà did not listen on {port}:\n{log_path.read_text()}")
+        process.send_signal(signal.SIGINT)
+        returncode = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log_text = log_path.read_text()
+    stopping = re.search(r"stopping the dashboard server \(pid (\d+)\)", log_text)
+    assert returncode == 0, log_text
+    assert stopping, log_text
+    assert not Path(f"/proc/{stopping[1]}").exists()
