@@ -332,9 +332,10 @@ def _key_problems(
     problems: list[pd.DataFrame] = []
     candidates = clean.drop(index=bad_rows)
     key = list(table.key)
-    key_text = (
-        candidates[key].astype("string").fillna("<missing>").agg("|".join, axis=1)
-    )
+    key_parts = candidates[key].astype("string").fillna("<missing>")
+    key_text = key_parts[key[0]]
+    for column in key[1:]:
+        key_text = key_text + "|" + key_parts[column]
     repeated = key_text.duplicated(keep="first")
     if repeated.any():
         first_row_of_key = dict(
