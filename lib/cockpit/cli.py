@@ -46,8 +46,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from cockpit.demo import build_demo
 
     reports = build_demo(args.mart, scale=args.scale, seed=args.seed)
+    totals: dict[str, list[int]] = {}
     for report in reports:
-        sys.stdout.write(f"{report}\n")
+        counts = totals.setdefault(report.table, [0, 0, 0])
+        counts[0] += report.rows_read
+        counts[1] += report.rows_loaded
+        counts[2] += report.rows_quarantined
+    for table, (read, loaded, quarantined) in totals.items():
+        sys.stdout.write(
+            f"{table}: read {read}, loaded {loaded}, quarantined {quarantined}\n"
+        )
     sys.stdout.write(f"demo mart written to {args.mart}\n")
     return 0
 
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `cockpit` command; return its exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -226,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     except CockpitError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`); exit quietly.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

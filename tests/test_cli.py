@@ -1,0 +1,145 @@
+"""The `cockpit` command, run as a user would, on the real exports."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from cockpit.cli import main
+from tests.conftest import SHARED_DATA, SUPERSTORE_CSV
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_ingest_superstore_prints_accounting(tmp_path):
+    mart = tmp_path / "store.duckdb"
+    result = _run("ingest", "superstore", str(SUPERSTORE_CSV), "--mart", str(mart))
+    assert result.returncode == 0, result.stderr
+    assert "transactions from" in result.stdout
+    assert "read 9994, loaded 9994, quarantined 0" in result.stdout
+
+
+def test_ingest_unknown_source_fails(tmp_path):
+    result = _run(
+        "ingest", "nosuch", str(SUPERSTORE_CSV), "--mart", str(tmp_path / "m.duckdb")
+    )
+    assert result.returncode == 2
+    assert "unknown source 'nosuch'" in result.stderr
+
+
+def test_ingest_missing_file_fails(tmp_path):
+    result = _run(
+        "ingest",
+        "superstore",
+        str(tmp_path / "absent.csv"),
+        "--mart",
+        str(tmp_path / "m.duckdb"),
+    )
+    assert result.returncode == 2
+    assert "absent.csv not found" in result.stderr
+
+
+def test_kpi_missing_mart_fails(tmp_path):
+    result = _run("kpi", "revenue", "--mart", str(tmp_path / "absent.duckdb"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def _kpi_frame(capsys, *args: str, fmt: str = "csv") -> pd.DataFrame:
+    assert main(["kpi", *args, "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    if fmt == "json":
+        return pd.DataFrame(json.loads(out))
+    return pd.read_csv(io.StringIO(out))
+
+
+def test_kpi_revenue_by_region_csv(capsys, superstore_mart):
+    frame = _kpi_frame(
+        capsys, "revenue", "--mart", str(superstore_mart), "--by", "region"
+    )
+    orders = pd.read_csv(SUPERSTORE_CSV, encoding="utf-8")
+    expected = orders.groupby("Region")["Sales"].sum()
+    got = frame.set_index("region")["revenue"]
+    for region, value in expected.items():
+        assert got[region] == pytest.approx(value, abs=0.005), region
+
+
+def test_kpi_total_revenue_json(capsys, superstore_mart):
+    frame = _kpi_frame(capsys, "revenue", "--mart", str(superstore_mart), fmt="json")
+    assert frame["revenue"].iloc[0] == pytest.approx(2_297_200.86, abs=0.005)
+
+
+def test_kpi_margin_matches_profit(capsys, superstore_mart):
+    frame = _kpi_frame(capsys, "margin", "--mart", str(superstore_mart))
+    assert frame["margin"].iloc[0] == pytest.approx(286_397.02, abs=0.005)
+
+
+def test_kpi_region_and_unit_grain(capsys, superstore_mart):
+    frame = _kpi_frame(
+        capsys,
+        "revenue",
+        "--mart",
+        str(superstore_mart),
+        "--by",
+        "region,business_unit",
+    )
+    orders = pd.read_csv(SUPERSTORE_CSV, encoding="utf-8")
+    expected = orders.groupby(["Region", "Category"])["Sales"].sum()
+    assert len(frame) == len(expected)
+    got = frame.set_index(["region", "business_unit"])["revenue"]
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=0.005), key
+
+
+def test_kpi_won_value_maven(capsys, maven_mart):
+    frame = _kpi_frame(capsys, "won_value", "--mart", str(maven_mart))
+    assert frame["won_value"].iloc[0] == pytest.approx(10_005_534)
+
+
+def test_kpi_win_rate_maven(capsys, maven_mart):
+    frame = _kpi_frame(capsys, "win_rate", "--mart", str(maven_mart))
+    assert frame["win_rate"].iloc[0] == pytest.approx(4238 / 6711)
+
+
+def test_kpi_open_pipeline_maven(capsys, maven_mart):
+    pipeline = pd.read_csv(SHARED_DATA / "maven-crm" / "sales_pipeline.csv")
+    products = pd.read_csv(SHARED_DATA / "maven-crm" / "products.csv")
+    prices = dict(zip(products["product"], products["sales_price"], strict=True))
+    prices["GTXPro"] = prices["GTX Pro"]
+    open_deals = pipeline[pipeline["deal_stage"].isin(["Engaging", "Prospecting"])]
+    expected = open_deals["product"].map(prices).sum()
+    frame = _kpi_frame(capsys, "open_pipeline", "--mart", str(maven_mart))
+    assert frame["open_pipeline"].iloc[0] == pytest.approx(expected)
+
+
+def test_kpi_weighted_below_open(capsys, maven_mart):
+    weighted = _kpi_frame(capsys, "weighted_pipeline", "--mart", str(maven_mart))[
+        "weighted_pipeline"
+    ].iloc[0]
+    total = _kpi_frame(capsys, "open_pipeline", "--mart", str(maven_mart))[
+        "open_pipeline"
+    ].iloc[0]
+    assert 0 < weighted < total
+
+
+def test_kpi_unknown_name_fails(capsys, maven_mart):
+    assert main(["kpi", "happiness", "--mart", str(maven_mart)]) == 2
+    assert "happiness" in capsys.readouterr().err
+
+
+def test_audit_reports_gtxpro(capsys, maven_mart):
+    assert main(["audit", "--mart", str(maven_mart), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "GTXPro" in out
