@@ -84,6 +84,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every canonical table and view that does not exist yet."""
     for table in TABLES.values():
         con.execute(table.ddl())
+        _add_missing_columns(con, table)
     con.execute(
         """
         CREATE OR REPLACE VIEW opportunities_current AS
@@ -91,6 +92,27 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         QUALIFY snapshot_date = max(snapshot_date) OVER (PARTITION BY opportunity_id)
         """
     )
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """Add columns declared since the mart file was created, as empty columns.
+
+    A mart built by an older version keeps working once it has been opened
+    for writing; read-only opens cannot migrate, so they see the old shape.
+    """
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+            [table.name],
+        ).fetchall()
+    }
+    for column in table.columns:
+        if column.name not in present:
+            con.execute(
+                f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.dtype}"
+            )
+            logger.info("added column %s.%s to an older mart", table.name, column.name)
 
 
 def require_tables(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> None:
