@@ -158,11 +158,23 @@ def forecast_review(
         )
         result.insert(0, "series_id", series_id)
         rows.append(result)
-    backtests = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    backtests = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=BACKTEST_COLUMNS)
+    )
     summary = _backtest_summary(backtests)
     horizon = horizon + _months_after_history(series, as_of)
-    forecast = forecast_many(series, horizon=horizon) if len(series) else pd.DataFrame()
-    notes = []
+    forecast = (
+        forecast_many(series, horizon=horizon)
+        if len(series)
+        else pd.DataFrame(columns=FORECAST_COLUMNS)
+    )
+    notes = (
+        []
+        if len(series)
+        else ["no invoice lines in this scope, so there is nothing to forecast"]
+    )
     if len(forecast):
         for (series_id, method, note), _ in forecast.groupby(
             ["series_id", "method", "note"], dropna=False
@@ -186,6 +198,28 @@ def forecast_review(
         )
     return ForecastReview(series, forecast, backtests, summary, notes, figures)
 
+
+#: Columns of forecast_many's output.
+FORECAST_COLUMNS = [
+    "series_id",
+    "ds",
+    "yhat",
+    "yhat_lower",
+    "yhat_upper",
+    "method",
+    "note",
+]
+
+#: Columns of the per-series backtest table.
+BACKTEST_COLUMNS = [
+    "series_id",
+    "method",
+    "wape",
+    "bias",
+    "actual",
+    "forecast",
+    "chosen",
+]
 
 #: Labels of the compared methods in the backtest summary.
 METHOD_LABELS = {
