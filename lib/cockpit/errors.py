@@ -47,3 +47,20 @@ class ServeError(CockpitError):
 
 class ReportError(CockpitError):
     """An executed notebook cannot be turned into an HTML report."""
+
+
+class HuddleError(CockpitError):
+    """A huddle pack or survey answer names an unknown team, an invalid week
+    or an invalid survey value."""
+
+
+class IncentiveError(CockpitError):
+    """A bonus cannot be computed: unknown plan or seller, or no data for it."""
+
+
+class PotentialError(CockpitError):
+    """Account potential cannot be estimated: invalid settings or missing data."""
+
+
+class NotifyError(CockpitError):
+    """A notification cannot be sent: refused host, server error or bad address."""
