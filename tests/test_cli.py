@@ -143,3 +143,104 @@ def test_audit_reports_gtxpro(capsys, maven_mart):
     assert main(["audit", "--mart", str(maven_mart), "--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert "GTXPro" in out
+
+
+def test_targets_plan_propose_decide_export(capsys, small_demo_mart, tmp_path):
+    import shutil
+
+    import duckdb
+    import openpyxl
+
+    mart = tmp_path / "plan.duckdb"
+    shutil.copy(small_demo_mart, mart)
+    assert (
+        main(
+            [
+                "targets",
+                "plan",
+                "--mart",
+                str(mart),
+                "--year",
+                "2027",
+                "--reason",
+                "yearly plan",
+            ]
+        )
+        == 0
+    )
+    assert "published targets of 2027 as version 1" in capsys.readouterr().out
+
+    with duckdb.connect(str(mart), read_only=True) as con:
+        rep, manager, unit = con.execute(
+            """
+            SELECT t.key, r.manager_id, t.business_unit FROM targets t JOIN reps r ON r.rep_id = t.key
+            WHERE t.period = '2027' AND t.level = 'rep' AND t.metric = 'revenue' AND t.business_unit IS NOT NULL
+            ORDER BY t.value DESC LIMIT 1
+            """
+        ).fetchone()
+    propose = [
+        "targets",
+        "propose",
+        "--mart",
+        str(mart),
+        "--year",
+        "2027",
+        "--rep",
+        rep,
+        "--unit",
+        unit,
+    ]
+    propose += ["--value", "1000000", "--by", manager, "--reason", "key account lost"]
+    assert main(propose) == 0
+    change_id = capsys.readouterr().out.split()[-1]
+    decide = [
+        "targets",
+        "decide",
+        "--mart",
+        str(mart),
+        "--change",
+        change_id,
+        "--by",
+        "region head",
+    ]
+    assert main([*decide, "--decision", "approve"]) == 0
+    capsys.readouterr()
+
+    with duckdb.connect(str(mart), read_only=True) as con:
+        value, set_by = con.execute(
+            """
+            SELECT value, set_by FROM targets
+            WHERE period = '2027' AND level = 'rep' AND key = ? AND business_unit = ? AND metric = 'revenue'
+            ORDER BY version DESC LIMIT 1
+            """,
+            [rep, unit],
+        ).fetchone()
+    assert value == pytest.approx(1_000_000, abs=0.01)
+    assert set_by == "region head"
+
+    xlsx, csv = tmp_path / "targets.xlsx", tmp_path / "targets.csv"
+    assert (
+        main(
+            [
+                "targets",
+                "export",
+                "--mart",
+                str(mart),
+                "--year",
+                "2027",
+                "--xlsx",
+                str(xlsx),
+                "--csv",
+                str(csv),
+            ]
+        )
+        == 0
+    )
+    assert sorted(openpyxl.load_workbook(xlsx).sheetnames) == [
+        "East",
+        "North",
+        "South",
+        "West",
+    ]
+    exported = pd.read_csv(csv)
+    assert set(exported["plan_year"]) == {2027}

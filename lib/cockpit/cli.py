@@ -97,6 +97,81 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     result = run_audit(args.mart)
     _write_frame(result.summary, args.format)
+    if args.save:
+        from cockpit.audit import save_audit
+        from cockpit.mart import connect
+
+        with connect(args.mart) as con:
+            rows = save_audit(con, result, args.save)
+        sys.stderr.write(f"saved {rows} audit row(s) under run {args.save}\n")
+    return 0
+
+
+def _cmd_link(args: argparse.Namespace) -> int:
+    from cockpit.linking import link_mart
+    from cockpit.mart import connect
+
+    with connect(args.mart) as con:
+        result = link_mart(con, args.review_dir)
+    sys.stdout.write(f"{result}\n")
+    return 0
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from cockpit import target_log
+    from cockpit.mart import connect
+
+    with connect(args.mart) as con:
+        if args.action == "plan":
+            from cockpit.planning import plan_and_publish
+            from cockpit.review import parse_as_of
+
+            as_of = parse_as_of(args.as_of, con)
+            version, notes = plan_and_publish(
+                con,
+                args.year,
+                as_of,
+                set_by=args.by,
+                reason=args.reason,
+                ambition_pct=args.ambition,
+                forecast_weight=args.forecast_weight,
+            )
+            for note in notes:
+                sys.stdout.write(f"note: {note}\n")
+            sys.stdout.write(f"published targets of {args.year} as version {version}\n")
+            _write_frame(target_log.target_summary(con, args.year), "table")
+        elif args.action == "propose":
+            change_id = target_log.propose_adjustment(
+                con,
+                args.year,
+                args.rep,
+                args.unit,
+                args.value,
+                args.by,
+                args.reason,
+                effective_from=args.effective_from,
+            )
+            sys.stdout.write(f"proposed change {change_id}\n")
+        elif args.action == "decide":
+            events = target_log.decide_adjustment(
+                con,
+                args.change,
+                args.by,
+                approve=args.decision == "approve",
+                comment=args.reason,
+                absorb=args.absorb,
+            )
+            _write_frame(events, "table")
+        else:
+            written = []
+            if args.xlsx:
+                written.append(target_log.export_workbook(con, args.year, args.xlsx))
+            if args.csv:
+                written.append(
+                    target_log.export_compensation_csv(con, args.year, args.csv)
+                )
+            for path in written:
+                sys.stdout.write(f"wrote {path}\n")
     return 0
 
 
@@ -181,7 +256,70 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="print the data-quality audit of a mart")
     audit.add_argument("--mart", type=Path, required=True)
     audit.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    audit.add_argument(
+        "--save",
+        metavar="RUN_ID",
+        help="also keep the audit in the mart under this run id",
+    )
     audit.set_defaults(handler=_cmd_audit)
+
+    link = sub.add_parser("link", help="match ERP and CRM accounts and products")
+    link.add_argument("--mart", type=Path, required=True)
+    link.add_argument(
+        "--review-dir",
+        type=Path,
+        help="folder of the match review files (default: parameters/review)",
+    )
+    link.set_defaults(handler=_cmd_link)
+
+    targets = sub.add_parser("targets", help="plan, adjust and export revenue targets")
+    targets.add_argument("action", choices=["plan", "propose", "decide", "export"])
+    targets.add_argument("--mart", type=Path, required=True)
+    targets.add_argument("--year", type=int, help="calendar year of the targets")
+    targets.add_argument(
+        "--as-of", type=_date, help="as-of date of the forecast (default: the mart's)"
+    )
+    targets.add_argument(
+        "--ambition",
+        type=float,
+        default=0.05,
+        help="growth on top of the forecast, 0.05 = 5 %%",
+    )
+    targets.add_argument(
+        "--forecast-weight",
+        type=float,
+        default=0.8,
+        help="weight of forecast share against headroom share, 0-1",
+    )
+    targets.add_argument(
+        "--by", default="hub", help="person who plans, proposes or decides"
+    )
+    targets.add_argument("--reason", default="", help="why: kept in the change log")
+    targets.add_argument("--rep", help="rep_id of the seller (propose)")
+    targets.add_argument("--unit", help="business unit (propose)")
+    targets.add_argument("--value", type=float, help="requested year target (propose)")
+    targets.add_argument(
+        "--effective-from", type=_date, help="first day the change applies (propose)"
+    )
+    targets.add_argument("--change", help="change id returned by propose (decide)")
+    targets.add_argument(
+        "--decision", choices=["approve", "reject"], help="decide: approve or reject"
+    )
+    targets.add_argument(
+        "--absorb",
+        choices=["none", "team"],
+        default="none",
+        help="who absorbs an approved change",
+    )
+    targets.add_argument(
+        "--xlsx",
+        type=Path,
+        help="Excel workbook to write, one sheet per region (export)",
+    )
+    targets.add_argument(
+        "--csv", type=Path, help="CSV for the compensation system (export)"
+    )
+    targets.set_defaults(handler=_cmd_targets)
 
     run = sub.add_parser(
         "run", help="batch-run the notebooks for every region x business unit"
