@@ -301,3 +301,152 @@ def test_maven_weighted_pipeline(maven, shared_data, maven_csv):
     assert values["weighted_pipeline"] == pytest.approx(
         pipeline * 4238 / 6711, rel=1e-12
     )
+
+
+# --- Superstore by segment and customers -----------------------------------------
+
+
+def test_superstore_revenue_by_segment(superstore, superstore_csv):
+    got = _series(
+        compute_kpi(superstore, "revenue", by=["segment"]), "segment", "revenue"
+    )
+    expected = superstore_csv.groupby("Segment")["Sales"].sum().sort_index()
+    assert got.index.tolist() == expected.index.tolist()
+    for segment, sales in expected.items():
+        assert got[segment] == pytest.approx(sales, rel=1e-12), segment
+
+
+def test_superstore_margin_by_segment(superstore, superstore_csv):
+    got = _series(
+        compute_kpi(superstore, "margin", by=["segment"]), "segment", "margin"
+    )
+    expected = superstore_csv.groupby("Segment")["Profit"].sum().sort_index()
+    assert got.index.tolist() == expected.index.tolist()
+    for segment, profit in expected.items():
+        assert got[segment] == pytest.approx(profit, rel=1e-9), segment
+
+
+def test_superstore_margin_pct_by_segment(superstore, superstore_csv):
+    frame = compute_kpi(superstore, "margin_pct", by=["segment"])
+    got = _series(frame, "segment", "margin_pct")
+    sums = superstore_csv.groupby("Segment")[["Sales", "Profit"]].sum()
+    expected = (sums["Profit"] / sums["Sales"]).sort_index()
+    assert got.index.tolist() == expected.index.tolist()
+    for segment, share in expected.items():
+        assert got[segment] == pytest.approx(share, rel=1e-9), segment
+
+
+def test_superstore_margin_by_region_segment(superstore, superstore_csv):
+    frame = compute_kpi(superstore, "margin", by=["region", "segment"])
+    got = frame.set_index(["region", "segment"])["margin"]
+    expected = superstore_csv.groupby(["Region", "Segment"])["Profit"].sum()
+    assert len(got) == len(expected)
+    for (region, segment), profit in expected.items():
+        assert got[(region, segment)] == pytest.approx(profit, rel=1e-9), (
+            region,
+            segment,
+        )
+
+
+def test_superstore_active_customers_by_region(superstore, superstore_csv):
+    year = superstore_csv[superstore_csv["Order Date"].dt.year == 2021]
+    totals = year.groupby(["Region", "Customer ID"])["Sales"].sum()
+    expected = (totals > 0).groupby(level="Region").sum()
+    frame = compute_kpi(
+        superstore,
+        "active_customers",
+        by=["region"],
+        start=date(2021, 1, 1),
+        end=date(2021, 12, 31),
+    )
+    got = _series(frame, "region", "active_customers")
+    for region, count in expected.items():
+        assert got[region] == count, region
+
+
+def _customer_events(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Days of purchase per key and customer with the gap to the previous one."""
+    days = (
+        frame.loc[frame["Sales"] > 0, [key, "Customer ID", "Order Date"]]
+        .drop_duplicates()
+        .sort_values([key, "Customer ID", "Order Date"])
+    )
+    grouped = days.groupby([key, "Customer ID"])["Order Date"]
+    days["previous"] = grouped.shift()
+    days["next"] = grouped.shift(-1)
+    return days
+
+
+def test_superstore_new_customers_by_region(superstore, superstore_csv):
+    days = _customer_events(superstore_csv, "Region")
+    first = superstore_csv["Order Date"].min()
+    gap = (days["Order Date"] - days["previous"]).dt.days
+    new = days[
+        (days["previous"].isna() | (gap > 365))
+        & (days["Order Date"] >= first + pd.Timedelta(days=365))
+        & (days["Order Date"].dt.year == 2021)
+    ]
+    expected = new.groupby("Region")["Customer ID"].nunique()
+    frame = compute_kpi(
+        superstore,
+        "new_customers",
+        by=["region"],
+        start=date(2021, 1, 1),
+        end=date(2021, 12, 31),
+    )
+    got = _series(frame, "region", "new_customers")
+    for region, count in expected.items():
+        assert got[region] == count, region
+
+
+def test_superstore_lost_customers_by_region(superstore, superstore_csv):
+    days = _customer_events(superstore_csv, "Region")
+    last = superstore_csv["Order Date"].max()
+    lapse = days["Order Date"] + pd.Timedelta(days=365)
+    gap = (days["next"] - days["Order Date"]).dt.days
+    lost = days[
+        (days["next"].isna() | (gap > 365)) & (lapse <= last) & (lapse.dt.year == 2021)
+    ]
+    expected = lost.groupby("Region")["Customer ID"].nunique()
+    frame = compute_kpi(
+        superstore,
+        "lost_customers",
+        by=["region"],
+        start=date(2021, 1, 1),
+        end=date(2021, 12, 31),
+    )
+    got = _series(frame, "region", "lost_customers")
+    for region, count in expected.items():
+        assert got[region] == count, region
+
+
+# --- Maven pipeline created ------------------------------------------------------------
+
+
+def test_maven_pipeline_created_by_month(maven, maven_csv, shared_data):
+    products = pd.read_csv(shared_data / "maven-crm" / "products.csv")
+    price = dict(
+        zip(
+            products["product"].str.replace(" ", ""),
+            products["sales_price"],
+            strict=True,
+        )
+    )
+    deals = maven_csv[maven_csv["engage_date"].notna()].copy()
+    # Open deals have no close_value; the loader values them at list price.
+    list_price = deals["product"].str.replace(" ", "").map(price)
+    deals["amount"] = deals["close_value"].fillna(list_price)
+    expected = deals.groupby(deals["engage_date"].dt.strftime("%Y-%m"))["amount"].sum()
+    frame = compute_kpi(maven, "pipeline_created", by=["month"])
+    dated = frame[frame["month"].notna()]
+    got = _series(dated, "month", "pipeline_created")
+    assert got.index.tolist() == expected.index.tolist()
+    for month, amount in expected.items():
+        assert got[month] == pytest.approx(amount, rel=1e-12), month
+
+
+def test_maven_pipeline_created_undated(maven, maven_csv):
+    # Prospecting deals have no engage date, so they fall in no month.
+    frame = compute_kpi(maven, "deals_created", by=["month"])
+    undated = frame.loc[frame["month"].isna(), "deals_created"]
+    assert undated.tolist() == [maven_csv["engage_date"].isna().sum()]
