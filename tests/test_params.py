@@ -37,7 +37,15 @@ def test_shipped_file_defaults():
         "forecast_horizon": 12,
         "growth_pct": 0.05,
         "backtest_holdout": 12,
-        "notebooks": ["01_data_audit", "02_forecast", "03_targets", "04_kpi_review"],
+        "incentive_plan": None,
+        "notebooks": [
+            "01_data_audit",
+            "02_forecast",
+            "03_targets",
+            "04_kpi_review",
+            "05_pipeline_behaviour",
+            "06_gap_and_warnings",
+        ],
     }
     assert parameters.overrides == {}
 

@@ -247,3 +247,78 @@ def test_target_result_table_loads_into_targets(demo, tmp_path):
         )
     assert report.rows_loaded == len(result.targets)
     assert report.rows_quarantined == 0
+
+
+def test_pipeline_review_waterfall_reconciles(demo):
+    as_of = review.parse_as_of(None, demo)
+    result = review.pipeline_review(
+        demo, Scope(region="North", business_unit="Equipment"), as_of
+    )
+    steps = result.waterfall.set_index("step")["value"]
+    moves = steps.drop(["start", "end"]).sum()
+    assert steps["start"] + moves == pytest.approx(steps["end"])
+
+
+def test_pipeline_review_open_matches_snapshot(demo):
+    as_of = review.parse_as_of(None, demo)
+    result = review.pipeline_review(
+        demo, Scope(region="North", business_unit="Equipment"), as_of
+    )
+    expected = demo.execute(
+        """
+        SELECT sum(amount) FROM opportunities
+        WHERE status = 'open' AND region = 'North' AND business_unit = 'Equipment'
+          AND snapshot_date = (SELECT max(snapshot_date) FROM opportunities WHERE snapshot_date <= ?)
+        """,
+        [as_of],
+    ).fetchone()[0]
+    assert result.summary["open_pipeline"].sum() == pytest.approx(expected)
+
+
+def test_pipeline_review_single_snapshot(maven_mart):
+    with connect(maven_mart, read_only=True) as con:
+        as_of = review.parse_as_of(None, con)
+        result = review.pipeline_review(
+            con, Scope(region="West", business_unit="MG"), as_of
+        )
+    assert result.waterfall.empty
+    assert "only one pipeline snapshot" in result.movement_window
+
+
+def test_pipeline_review_ranks_without_targets(maven_mart):
+    with connect(maven_mart, read_only=True) as con:
+        as_of = review.parse_as_of(None, con)
+        result = review.pipeline_review(
+            con, Scope(region="West", business_unit="MG"), as_of
+        )
+    assert result.performers.metric == "won_value"
+
+
+def test_gap_review_projection_adds_parts(demo):
+    as_of = review.parse_as_of(None, demo)
+    result = review.gap_review(
+        demo, Scope(region="South", business_unit="Services"), as_of
+    )
+    frame = result.by_seller
+    parts = frame["actual"] + frame["pipeline_expected"] + frame["run_rate_expected"]
+    assert np.allclose(parts, frame["projected"])
+
+
+def test_gap_review_bonus_covers_region(demo):
+    as_of = review.parse_as_of(None, demo)
+    result = review.gap_review(
+        demo, Scope(region="South", business_unit="Services"), as_of
+    )
+    sellers = demo.execute(
+        "SELECT count(*) FROM reps WHERE role = 'seller' AND region = 'South'"
+    ).fetchone()[0]
+    assert result.bonus_note.startswith("plan sellers_2026")
+    assert 0 < len(result.bonuses) <= sellers
+
+
+def test_gap_review_without_plan_period(store):
+    result = review.gap_review(
+        store, Scope(region="West", business_unit="Furniture"), SUPERSTORE_AS_OF
+    )
+    assert result.bonuses.empty
+    assert result.bonus_note == "no incentive plan covers 2021-12-30"

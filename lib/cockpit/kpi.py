@@ -1352,6 +1352,13 @@ def _merge_sources(
     if not by:
         return pd.concat([frame.reset_index(drop=True) for _, frame in frames], axis=1)
 
+    # A source with no rows, or only missing keys, can come back with a
+    # float key column; align the key types so the outer join works.
+    for column in by:
+        if len({str(frame[column].dtype) for _, frame in frames}) > 1:
+            frames = [
+                (source, frame.astype({column: "object"})) for source, frame in frames
+            ]
     merged = None
     for index, (_, frame) in enumerate(frames):
         marked = frame.assign(**{f"_in_{index}": True})
@@ -1490,7 +1497,14 @@ def compute_kpi(
     by = _normalise_by(by)
     _check_grains(name, by)
     req = _request(con, scope, start, end, as_of, period)
-    return _compute(req, name, by)
+    frame = _compute(req, name, by)
+    # Grain values are labels: a grain with only missing values (an export
+    # without sellers) must not come back as a float column, or callers that
+    # join two KPIs on it fail.
+    for column in by:
+        if column in frame and pd.api.types.is_float_dtype(frame[column].dtype):
+            frame[column] = frame[column].astype("object")
+    return frame
 
 
 def kpi_values(
@@ -1646,11 +1660,26 @@ def open_deal_table(
             (summary["snapshot_date"] == pd.Timestamp(snapshot))
             & (summary["status"] == "open")
         ].copy()
+    # With no deals the columns come back untyped; keep dates as dates so
+    # callers can compare and subtract them either way.
+    for column in _DEAL_DATE_COLUMNS:
+        if column in deals:
+            deals[column] = pd.to_datetime(deals[column])
     deals["probability"] = _deal_probability(
         req.probabilities(), deals["segment"], deals["stage"]
     ).to_numpy(dtype="float64")
     deals["weighted_amount"] = deals["amount"].fillna(0.0) * deals["probability"]
     return deals.reset_index(drop=True)
+
+
+_DEAL_DATE_COLUMNS = (
+    "snapshot_date",
+    "created_date",
+    "expected_close_date",
+    "closed_date",
+    "stage_since",
+    "last_change",
+)
 
 
 def stage_probabilities(

@@ -37,7 +37,15 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "forecast_horizon": 12,
     "growth_pct": 0.05,
     "backtest_holdout": 12,
-    "notebooks": ["01_data_audit", "02_forecast", "03_targets", "04_kpi_review"],
+    "incentive_plan": None,
+    "notebooks": [
+        "01_data_audit",
+        "02_forecast",
+        "03_targets",
+        "04_kpi_review",
+        "05_pipeline_behaviour",
+        "06_gap_and_warnings",
+    ],
 }
 
 #: Schema of one set of parameter values, shared by `defaults` and overrides.
@@ -67,6 +75,10 @@ PARAMETER_SCHEMA: dict[str, Any] = {
             "minimum": 1,
             "maximum": 60,
             "description": "months held out to backtest the forecast",
+        },
+        "incentive_plan": {
+            "type": ["string", "null"],
+            "description": "plan name in parameters/incentive_plans.yaml; null takes the plan covering as_of",
         },
         "notebooks": {
             "type": "array",

@@ -151,7 +151,9 @@ def project_attainment(
     )
 
     deals = open_deal_table(con, scope, as_of)
-    closing = deals[deals["expected_close_date"] <= pd.Timestamp(period.end)].copy()
+    # An empty table (an export without opportunities) has no date dtype.
+    close_dates = pd.to_datetime(deals["expected_close_date"])
+    closing = deals[close_dates <= pd.Timestamp(period.end)].copy()
     if days_left == 0:
         closing = closing.iloc[0:0]
     amount = closing["amount"].fillna(0.0)

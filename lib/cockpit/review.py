@@ -509,3 +509,162 @@ def _pipeline_by_stage(
         """,
         [as_of, *params],
     ).df()
+
+
+# --- 05 pipeline and behaviour --------------------------------------------
+
+
+@dataclass
+class PipelineReview:
+    """Forward-looking and behaviour analyses of one region × business unit."""
+
+    as_of: date
+    summary: pd.DataFrame
+    waterfall: pd.DataFrame
+    movement_window: str
+    slipped: pd.DataFrame
+    stale: pd.DataFrame
+    activity: pd.DataFrame
+    silent_key_accounts: pd.DataFrame
+    performers: object
+    drivers: object
+    figures: list = field(default_factory=list)
+
+
+def pipeline_review(
+    con: duckdb.DuckDBPyConnection, scope: Scope, as_of: date
+) -> PipelineReview:
+    """Compute pipeline health, week-on-week movement and seller behaviour.
+
+    Pipeline KPIs are per seller for the calendar year of `as_of`; the
+    movement compares the last two snapshots on or before `as_of`.
+    Behaviour covers the year to `as_of` and, because activities carry no
+    business unit, the seller's whole region.
+    """
+    from cockpit import analytics, behaviour, pipeline
+
+    year_start = date(as_of.year, 1, 1)
+    activity_scope = replace(scope, business_unit=None)
+    summary = pipeline.pipeline_summary(con, ["rep_id"], scope, "year", as_of)
+    if len(pipeline.snapshot_dates(con)) >= 2:
+        movement = pipeline.pipeline_movement(con, scope, as_of)
+        waterfall = movement.waterfall
+        window = (
+            f"{movement.start_snapshot:%Y-%m-%d} to {movement.end_snapshot:%Y-%m-%d}"
+        )
+    else:
+        waterfall = pd.DataFrame(columns=["step", "deals", "value", "running_total"])
+        window = "only one pipeline snapshot, so no week-on-week movement"
+    slipped = pipeline.slipped_deals(con, scope, as_of)
+    stale = pipeline.stale_deals(con, scope, as_of)
+    activity = behaviour.seller_activity(con, activity_scope, year_start, as_of)
+    silent = behaviour.key_accounts_without_contact(con, as_of, activity_scope)
+    performers = analytics.top_performers(
+        con, year_start, as_of, activity_scope, as_of=as_of
+    )
+    if performers.status != "ok":
+        # Without targets there is no attainment; rank sellers by won value.
+        performers = analytics.top_performers(
+            con, year_start, as_of, activity_scope, metric="won_value", as_of=as_of
+        )
+    drivers = analytics.win_drivers(con, scope, as_of)
+    figures = []
+    if len(waterfall) and "value" in waterfall:
+        figures.append(
+            charts.bar_figure(
+                waterfall,
+                "step",
+                "value",
+                f"Pipeline movement, {window}",
+                "amount",
+            )
+        )
+    return PipelineReview(
+        as_of,
+        summary,
+        waterfall,
+        window,
+        slipped,
+        stale,
+        activity,
+        silent,
+        performers,
+        drivers,
+        figures,
+    )
+
+
+# --- 06 gap to target, warnings and incentives ------------------------------
+
+
+@dataclass
+class GapReview:
+    """Projected attainment, early warnings and live bonuses of one scope."""
+
+    as_of: date
+    by_seller: pd.DataFrame
+    by_team: pd.DataFrame
+    alerts: pd.DataFrame
+    bonuses: pd.DataFrame
+    bonus_note: str
+    figures: list = field(default_factory=list)
+
+
+def gap_review(
+    con: duckdb.DuckDBPyConnection,
+    scope: Scope,
+    as_of: date,
+    plan_name: str | None = None,
+    alert_rules: str | Path | None = None,
+    plans_file: str | Path | None = None,
+) -> GapReview:
+    """Project period-end attainment, evaluate the warning rules and the bonuses.
+
+    Projections and bonuses cover the calendar year of `as_of`. Bonuses use
+    the plan `plan_name` from the incentive plan file; without a name, the
+    plan whose period contains `as_of` is used, and none is shown when no
+    plan covers it or the plan does not fit the mart.
+    """
+    from cockpit import alerts, incentives, projection
+    from cockpit.errors import CockpitError
+
+    by_seller = projection.project_attainment(con, as_of, "rep_id", scope, "year")
+    by_team = projection.project_attainment(con, as_of, "team", scope, "year")
+    table = alerts.evaluate_alerts(con, alerts.load_rules(alert_rules), as_of, scope)
+
+    bonuses = pd.DataFrame()
+    note = ""
+    try:
+        plans = incentives.load_plans(plans_file)
+        plan = None
+        if plan_name:
+            plan = incentives.get_plan(plans, plan_name)
+        else:
+            covering = [
+                p for p in plans.values() if p.period_start <= as_of <= p.period_end
+            ]
+            plan = covering[0] if covering else None
+        if plan is None:
+            note = f"no incentive plan covers {as_of:%Y-%m-%d}"
+        else:
+            # A seller's bonus covers all their revenue, so only the region
+            # of a region × unit scope applies.
+            region_scope = replace(scope, business_unit=None)
+            bonuses = incentives.live_bonus(con, plan, as_of, region_scope)
+            note = f"plan {plan.name}, {plan.period_start:%Y-%m-%d} to {plan.period_end:%Y-%m-%d}"
+    except CockpitError as exc:
+        note = f"bonuses not computed: {exc}"
+        logger.warning("bonuses not computed for %s: %s", scope.label(), exc)
+
+    figures = []
+    if len(by_seller) and "projected_attainment" in by_seller:
+        figures.append(
+            charts.bar_figure(
+                by_seller,
+                "rep_id",
+                "projected_attainment",
+                "Projected attainment at year end",
+                "share of target",
+            )
+        )
+    return GapReview(as_of, by_seller, by_team, table, bonuses, note, figures)
