@@ -11,15 +11,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cockpit.backtesting import (
+    backtest_by_region_unit,
+    rolling_backtest,
+    summarise_backtest,
+)
+from cockpit.drivers import (
+    OneOffWindow,
+    RegressorSpec,
+    external_regressors,
+    prepare_regressors,
+    read_scenario,
+    working_days,
+)
 from cockpit.errors import ForecastError
 from cockpit.forecast import (
     MANY_COLUMNS,
+    ForecastOptions,
     backtest,
     forecast_many,
     forecast_series,
     forecast_table,
     monthly_series,
+    weekly_series,
 )
+from cockpit.forecast_store import accuracy_over_time, forecast_actuals, store_forecast
+from cockpit.hierarchy import compare_region_unit, hierarchy_series
 from cockpit.ingest import ingest_source
 from cockpit.mart import connect, load_frame
 from cockpit.scope import Scope
@@ -194,15 +211,31 @@ def test_all_zero_series_forecasts_zero():
     assert result.frame[["yhat", "yhat_lower", "yhat_upper"]].to_numpy().max() == 0.0
 
 
-def test_intermittent_series_falls_back():
+def test_intermittent_series_uses_sba():
     values = [0.0] * 36
     values[3] = 500.0
     values[17] = 250.0
     values[30] = 90.0
     result = forecast_series(_history(values), 12)
-    assert result.method == "seasonal_naive"
+    assert result.method == "sba"
     assert "intermittent" in result.note
-    assert result.frame["yhat"].tolist() == values[24:]
+    # Start: size = mean(500, 250, 90) = 280, interval = 33 months / 3 = 11.
+    # Demand at month 17 after 14 months: size 277, interval 11.3.
+    # Demand at month 30 after 13 months: size 258.3, interval 11.47.
+    expected = (1 - 0.1 / 2) * 258.3 / 11.47
+    np.testing.assert_allclose(result.frame["yhat"], expected, rtol=1e-12)
+
+
+def test_sba_in_sample_fit():
+    values = [0.0, 4.0, 0.0, 0.0, 2.0, 0.0]
+    result = forecast_series(_history(values), 1)
+    assert result.method == "sba"
+    # Size starts at 3 and the interval at 5 months / 2 demands = 2.5.
+    first = 0.95 * 3 / 2.5
+    assert np.isnan(result.fitted[1])
+    assert result.fitted[2] == pytest.approx(first)
+    # Demand of 2 after 3 months: size 2.9, interval 2.55.
+    assert result.fitted[5] == pytest.approx(0.95 * 2.9 / 2.55)
 
 
 def test_declining_series_clipped_at_zero():
@@ -388,8 +421,10 @@ def test_forecast_table_columns():
     table = forecast_table(frame, date(2024, 6, 30), "East", "Tools")
     assert list(table.columns) == [
         "as_of",
+        "level",
         "region",
         "business_unit",
+        "frequency",
         "ds",
         "yhat",
         "yhat_lower",
@@ -398,6 +433,18 @@ def test_forecast_table_columns():
     ]
     assert table["as_of"].unique().tolist() == [date(2024, 6, 30)]
     assert table["region"].unique().tolist() == ["East"]
+    assert table["frequency"].unique().tolist() == ["month"]
+
+
+def test_forecast_table_loads_into_mart(tmp_path):
+    many = forecast_many(_many(), 2)
+    table = forecast_table(many, date(2024, 6, 30), None, None, level="product_line")
+    with connect(tmp_path / "mart.duckdb") as con:
+        report = store_forecast(con, table)
+        stored = con.execute("SELECT count(*) FROM forecasts").fetchone()[0]
+    assert report.rows_loaded == len(table)
+    assert report.rows_quarantined == 0
+    assert stored == len(table)
 
 
 # ---------------------------------------------------------------- real export
@@ -459,3 +506,383 @@ def test_superstore_backtest(shared_data):
     held_out = orders.loc[orders["ds"] >= "2021-01-01", "Sales"].sum()
     model_rows = table[table["method"] == "prophet"]
     assert model_rows["actual"].sum() == pytest.approx(held_out, rel=1e-9)
+
+
+# ---------------------------------------------------------------- drivers
+
+
+def _indicators(months: int = 30) -> pd.DataFrame:
+    ds = pd.date_range("2020-01-01", periods=months, freq="MS")
+    return pd.DataFrame({"ds": ds, "indpro": 100.0 + np.arange(months)})
+
+
+def test_regressor_lag_shifts_values():
+    spec = RegressorSpec("indpro", lag=2)
+    result = prepare_regressors(
+        _indicators(), [spec], pd.Timestamp("2020-01-01"), pd.Timestamp("2022-06-01")
+    )
+    values = result.frame.set_index("ds")["indpro_lag2"]
+    assert np.isnan(values[pd.Timestamp("2020-02-01")])
+    assert values[pd.Timestamp("2020-03-01")] == 100.0
+    assert values[pd.Timestamp("2022-08-01") - pd.DateOffset(months=2)] == 127.0
+    assert "lag 2 months" in result.notes[0]
+
+
+def test_regressor_carried_forward_and_noted():
+    spec = RegressorSpec("indpro", lag=1, extension="carry_forward")
+    result = prepare_regressors(
+        _indicators(), [spec], pd.Timestamp("2020-01-01"), pd.Timestamp("2022-12-01")
+    )
+    values = result.frame.set_index("ds")["indpro_lag1"]
+    # Data end 2022-06 (129), lagged to 2022-07; later months repeat it.
+    assert values[pd.Timestamp("2022-07-01")] == 129.0
+    assert values[pd.Timestamp("2022-12-01")] == 129.0
+    assert "data to 2022-06" in result.notes[0]
+    assert "2022-08..2022-12 extended by last value carried forward" in result.notes[0]
+
+
+def test_regressor_year_on_year_growth():
+    frame = _indicators(24)
+    frame["indpro"] = np.r_[np.full(12, 100.0), np.full(12, 110.0)]
+    frame.loc[12, "indpro"] = 121.0
+    spec = RegressorSpec("indpro", extension="yoy_growth")
+    result = prepare_regressors(
+        frame, [spec], pd.Timestamp("2020-01-01"), pd.Timestamp("2022-03-01")
+    )
+    values = result.frame.set_index("ds")["indpro"]
+    # Last year-on-year growth: 110 / 100 = +10 %; January 2022 = 121 x 1.1.
+    assert values[pd.Timestamp("2022-01-01")] == pytest.approx(133.1)
+    assert values[pd.Timestamp("2022-02-01")] == pytest.approx(121.0)
+    assert "growth +10.0% a year" in result.notes[0]
+
+
+def test_regressor_scenario_file_wins(tmp_path):
+    scenario = tmp_path / "scenario.csv"
+    scenario.write_text(
+        "date,indicator,value\n2022-07-01,indpro,150\n2022-08-01,indpro,160\n",
+        encoding="utf-8",
+    )
+    spec = RegressorSpec("indpro")
+    result = prepare_regressors(
+        _indicators(),
+        [spec],
+        pd.Timestamp("2020-01-01"),
+        pd.Timestamp("2022-10-01"),
+        scenario=read_scenario(scenario),
+        scenario_name="scenario file scenario.csv",
+    )
+    values = result.frame.set_index("ds")["indpro"]
+    assert values[pd.Timestamp("2022-07-01")] == 150.0
+    assert values[pd.Timestamp("2022-10-01")] == 160.0
+    assert "2022-07..2022-08 from scenario file scenario.csv" in result.notes[0]
+    assert "2022-09..2022-10 extended by last value carried forward" in result.notes[0]
+
+
+def test_scenario_file_bad_value(tmp_path):
+    scenario = tmp_path / "scenario.csv"
+    scenario.write_text(
+        "date,indicator,value\n2022-07-01,indpro,150\n2022-08-01,indpro,high\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ForecastError, match="line 3, column value"):
+        read_scenario(scenario)
+
+
+def test_regressor_spec_unknown_rule():
+    with pytest.raises(ForecastError, match="guess"):
+        RegressorSpec("indpro", extension="guess")
+
+
+def test_external_regressor_note_reaches_result(tmp_path):
+    with connect(tmp_path / "mart.duckdb") as con:
+        months = pd.date_range("2019-01-01", "2021-02-01", freq="MS")
+        load_frame(
+            con,
+            "external",
+            pd.DataFrame(
+                {
+                    "date": months,
+                    "region": "ALL",
+                    "indicator": "indpro",
+                    "value": 100 + np.sin(np.arange(len(months))),
+                }
+            ),
+            source="test",
+            source_file="indpro.csv",
+        )
+        history = _seasonal_trend(36)
+        regressors = external_regressors(
+            con,
+            [RegressorSpec("indpro", lag=3)],
+            history["ds"].iloc[0],
+            pd.Timestamp("2023-06-01"),
+        )
+    result = forecast_series(history, 6, regressors=regressors)
+    assert result.method == "prophet"
+    assert "regressor indpro (region ALL, lag 3 months)" in result.note
+    assert "2021-06..2023-06 extended by last value carried forward" in result.note
+
+
+def test_external_regressor_unknown_indicator(tmp_path):
+    con = connect(tmp_path / "mart.duckdb")
+    with pytest.raises(ForecastError, match="gdp"):
+        external_regressors(
+            con,
+            [RegressorSpec("gdp")],
+            pd.Timestamp("2020-01-01"),
+            pd.Timestamp("2020-06-01"),
+        )
+    con.close()
+
+
+def test_working_days_germany_may_2024():
+    counts, note = working_days(pd.DatetimeIndex(["2024-05-01"]), "month", "DE")
+    # 23 weekdays less 1 May, Ascension (9 May) and Whit Monday (20 May).
+    assert counts.tolist() == [20.0]
+    assert "DE" in note
+
+
+def test_working_days_unknown_country():
+    with pytest.raises(ForecastError, match="XX"):
+        working_days(pd.DatetimeIndex(["2024-05-01"]), "month", "XX")
+
+
+def test_holidays_noted_in_result():
+    options = ForecastOptions(holidays_country="DE")
+    result = forecast_series(_seasonal_trend(36), 3, options=options)
+    assert result.method == "prophet"
+    assert "working days of DE" in result.note
+
+
+def _shutdown_history() -> pd.DataFrame:
+    """Steady revenue of about 1,000 with a plant shutdown in August 2021."""
+    t = np.arange(36)
+    values = 1000 + 5 * t + np.random.default_rng(4).normal(0, 10, 36)
+    values[19] = 150.0
+    return _history(values)
+
+
+def test_one_off_window_does_not_repeat():
+    window = OneOffWindow("shutdown", date(2021, 8, 1), date(2021, 8, 31))
+    options = ForecastOptions(one_off=(window,))
+    result = forecast_series(_shutdown_history(), 12, options=options)
+    yhat = result.frame.set_index("ds")["yhat"]
+    august = yhat[pd.Timestamp("2023-08-01")]
+    neighbours = (
+        yhat[pd.Timestamp("2023-07-01")] + yhat[pd.Timestamp("2023-09-01")]
+    ) / 2
+    assert august > 0.95 * neighbours
+    assert "one-off window shutdown" in result.note
+    assert "is 0 in the forecast" in result.note
+
+
+def test_one_off_dip_repeats_without_window():
+    # Control: without the window, yearly seasonality learns the dip.
+    yhat = forecast_series(_shutdown_history(), 12).frame.set_index("ds")["yhat"]
+    august = yhat[pd.Timestamp("2023-08-01")]
+    neighbours = (
+        yhat[pd.Timestamp("2023-07-01")] + yhat[pd.Timestamp("2023-09-01")]
+    ) / 2
+    assert august < 0.95 * neighbours
+
+
+def test_one_off_window_replaced_in_simple_method():
+    values = [10.0 * (m + 1) for m in range(12)] + [10.0 * (m + 1) for m in range(6)]
+    values[13] = 1.0
+    window = OneOffWindow("strike", date(2021, 2, 1), date(2021, 2, 28))
+    result = forecast_series(
+        _history(values), 12, options=ForecastOptions(one_off=(window,))
+    )
+    assert result.method == "seasonal_naive"
+    # February 2021 (month 13) was 1; the same month a year earlier was 20.
+    assert result.frame["yhat"].iloc[7] == 20.0
+    assert "1 period(s) of one-off window(s) strike replaced" in result.note
+
+
+def test_one_off_window_outside_history_ignored():
+    window = OneOffWindow("planned", date(2030, 1, 1), date(2030, 1, 31))
+    options = ForecastOptions(one_off=(window,))
+    result = forecast_series(_seasonal_trend(36), 3, options=options)
+    assert "outside the history" in result.note
+
+
+# ---------------------------------------------------------------- weekly
+
+
+def test_weekly_series_mondays(small_mart):
+    frame = weekly_series(small_mart, by=None, end=date(2024, 2, 4))
+    assert (frame["ds"].dt.day_of_week == 0).all()
+    # Weeks from Monday 2024-01-15 to the week ending Sunday 2024-02-04.
+    weekly = frame.set_index("ds")["y"]
+    assert weekly[pd.Timestamp("2024-01-15")] == 150.0
+    assert weekly[pd.Timestamp("2024-01-29")] == 5.0
+    assert frame["ds"].max() == pd.Timestamp("2024-01-29")
+
+
+def test_weekly_forecast_prophet():
+    weeks = pd.date_range("2021-01-04", periods=130, freq="W-MON")
+    t = np.arange(130)
+    history = pd.DataFrame(
+        {"ds": weeks, "y": 500 + 2 * t + 80 * np.sin(2 * np.pi * t / 52)}
+    )
+    options = ForecastOptions(frequency="week")
+    result = forecast_series(history, 8, options=options)
+    assert result.method == "prophet"
+    assert result.frame["ds"].iloc[0] == weeks[-1] + pd.Timedelta(weeks=1)
+    assert (result.frame["ds"].dt.day_of_week == 0).all()
+
+
+def test_weekly_short_series_seasonal_naive():
+    weeks = pd.date_range("2023-01-02", periods=60, freq="W-MON")
+    history = pd.DataFrame({"ds": weeks, "y": np.arange(1.0, 61.0)})
+    result = forecast_series(history, 3, options=ForecastOptions(frequency="week"))
+    assert result.method == "seasonal_naive"
+    # 60 weeks < 105 needed for Prophet; the last 52 weeks start at value 9.
+    assert result.frame["yhat"].tolist() == [9.0, 10.0, 11.0]
+
+
+# ---------------------------------------------------------------- rolling backtest
+
+
+def test_rolling_backtest_hand_computed():
+    values = [100.0, 200.0, *[50.0] * 10, 110.0, 180.0]
+    scores = rolling_backtest(_history(values), origins=2, horizon=1, step=1)
+    assert scores["origin"].unique().tolist() == [
+        pd.Timestamp("2020-12-01"),
+        pd.Timestamp("2021-01-01"),
+    ]
+    rows = scores.set_index(["origin", "method"])
+    first = rows.loc[(pd.Timestamp("2020-12-01"), "seasonal_naive")]
+    # January 2021 (110) against January 2020 (100).
+    assert first["abs_error"] == pytest.approx(10.0)
+    old = rows.loc[(pd.Timestamp("2021-01-01"), "last_year_plus_growth")]
+    # February 2021 (180) against February 2020 x 1.05 (210).
+    assert old["forecast"] == pytest.approx(210.0)
+    assert old["bias"] == pytest.approx(30 / 180)
+    # 12 and 13 training months are short, so the rules chose seasonal naive.
+    assert set(scores.loc[scores["method"] == "prophet", "ran"]) == {"seasonal_naive"}
+
+
+def test_rolling_backtest_summary_fva():
+    values = [100.0, 200.0, *[50.0] * 10, 110.0, 180.0]
+    scores = rolling_backtest(_history(values), origins=2, horizon=1, step=1)
+    summary = summarise_backtest(scores).set_index("method")
+    naive_wape = (10 + 20) / 290
+    old_wape = (5 + 30) / 290
+    assert summary.loc["seasonal_naive", "wape"] == pytest.approx(naive_wape)
+    assert summary.loc["last_year_plus_growth", "wape"] == pytest.approx(old_wape)
+    assert summary.loc["seasonal_naive", "fva"] == pytest.approx(old_wape - naive_wape)
+    assert summary.loc["last_year_plus_growth", "fva"] == 0.0
+    assert summary.loc["seasonal_naive", "origins"] == 2
+
+
+def test_rolling_backtest_origin_dates():
+    scores = rolling_backtest(
+        _history(np.arange(1.0, 31.0)), origins=[pd.Timestamp("2021-06-01")], horizon=3
+    )
+    assert scores["origin"].unique().tolist() == [pd.Timestamp("2021-06-01")]
+
+
+def test_rolling_backtest_too_many_origins():
+    with pytest.raises(ForecastError, match="origin"):
+        rolling_backtest(_history(np.arange(1.0, 15.0)), origins=5, horizon=6, step=3)
+
+
+def test_backtest_by_region_unit(small_demo_mart):
+    with connect(small_demo_mart, read_only=True) as con:
+        report, scores = backtest_by_region_unit(
+            con, Scope(region="East"), origins=2, horizon=6
+        )
+        last_six = con.execute(
+            "SELECT sum(net_revenue) FROM transactions WHERE region = 'East' "
+            "AND date >= DATE '2026-04-01' AND date < DATE '2026-10-01'"
+        ).fetchone()[0]
+    assert len(report) == 3 * 3 + 3
+    pooled = report[report["region"] == "(all)"].set_index("method")
+    assert pooled.loc["last_year_plus_growth", "fva"] == 0.0
+    latest = scores[scores["origin"] == scores["origin"].max()]
+    latest_prophet = latest[latest["method"] == "prophet"]
+    assert latest_prophet["actual"].sum() == pytest.approx(last_six, rel=1e-9)
+
+
+# ---------------------------------------------------------------- accuracy over time
+
+
+def test_accuracy_over_time_hand_computed(small_mart):
+    frame = pd.DataFrame(
+        {
+            "series_id": ["East", "East", "East"],
+            "ds": pd.to_datetime(["2024-03-01", "2024-04-01", "2024-05-01"]),
+            "yhat": [40.0, 900.0, 500.0],
+        }
+    )
+    table = forecast_table(frame, date(2024, 2, 29), None, None, level="region")
+    store_forecast(small_mart, table)
+    unlabelled = forecast_table(frame, date(2024, 2, 29), None, None)
+    store_forecast(small_mart, unlabelled)
+    accuracy = accuracy_over_time(small_mart)
+    assert len(accuracy) == 1
+    row = accuracy.iloc[0]
+    # East: March 0 (forecast 40), April 999 (forecast 900); May not complete.
+    assert row["periods"] == 2
+    assert row["actual"] == pytest.approx(999.0)
+    assert row["wape"] == pytest.approx((40 + 99) / 999)
+    assert row["bias"] == pytest.approx((940 - 999) / 999)
+
+
+def test_forecast_actuals_periods_ahead(small_mart):
+    frame = pd.DataFrame(
+        {
+            "series_id": ["total", "total"],
+            "ds": pd.to_datetime(["2024-03-01", "2024-04-01"]),
+            "yhat": [1.0, 2.0],
+        }
+    )
+    store_forecast(
+        small_mart,
+        forecast_table(frame, date(2024, 2, 29), None, None, level="company"),
+    )
+    joined = forecast_actuals(small_mart)
+    assert joined["periods_ahead"].tolist() == [1, 2]
+    assert joined["actual"].tolist() == [30.0, 999.0]
+
+
+def test_accuracy_over_time_unknown_level(small_mart):
+    with pytest.raises(ForecastError, match="colour"):
+        accuracy_over_time(small_mart, level="colour")
+
+
+def test_superstore_region_category_check(shared_data, superstore_mart):
+    with connect(superstore_mart, read_only=True) as con:
+        hierarchy = hierarchy_series(
+            con,
+            levels=("company", "region", "business_unit", "region/business_unit"),
+            end=date(2021, 12, 31),
+        )
+    report = compare_region_unit(
+        hierarchy, origins=[pd.Timestamp("2020-12-01")], horizon=12
+    )
+    rows = report[report["region"] != "(all)"]
+    table = rows.pivot_table(
+        index=["region", "business_unit"], columns="method", values="wape"
+    )
+    assert len(table) == 12
+    assert list(table.columns) == sorted(
+        ["prophet", "prophet_reconciled", "seasonal_naive", "last_year_plus_growth"]
+    )
+    assert np.isfinite(table.to_numpy()).all()
+
+    orders = _superstore_orders(shared_data)
+    monthly = orders.groupby(["Region", "Category", "ds"])["Sales"].sum()
+    months = pd.date_range("2021-01-01", "2021-12-01", freq="MS")
+    errors, actual_total = 0.0, 0.0
+    for _, values in monthly.groupby(level=[0, 1]):
+        values = values.droplevel([0, 1])
+        actual = values.reindex(months, fill_value=0.0).to_numpy()
+        last_year = values.reindex(months - pd.DateOffset(years=1), fill_value=0.0)
+        errors += np.abs(actual - 1.05 * last_year.to_numpy()).sum()
+        actual_total += actual.sum()
+    pooled = report[report["region"] == "(all)"].set_index("method")
+    assert pooled.loc["last_year_plus_growth", "wape"] == pytest.approx(
+        errors / actual_total, rel=1e-9
+    )
