@@ -263,7 +263,9 @@ def forecast_result_table(
     review: ForecastReview, as_of: date, scope: Scope
 ) -> pd.DataFrame:
     """Forecast rows stamped with as-of date and scope, for the mart."""
-    return forecast_table(review.forecast, as_of, scope.region, scope.business_unit)
+    return forecast_table(
+        review.forecast, as_of, scope.region, scope.business_unit, level="product_line"
+    )
 
 
 # --- 03 targets ------------------------------------------------------------
