@@ -122,6 +122,7 @@ class ForecastReview:
     summary: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     figures: list = field(default_factory=list)
+    rolling: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def forecast_total(self) -> float:
@@ -196,7 +197,12 @@ def forecast_review(
             0,
             charts.backtest_figure(lines_only, f"Backtest WAPE, last {holdout} months"),
         )
-    return ForecastReview(series, forecast, backtests, summary, notes, figures)
+    rolling = (
+        _rolling_report(con, scope, as_of, growth_pct)
+        if len(series)
+        else pd.DataFrame()
+    )
+    return ForecastReview(series, forecast, backtests, summary, notes, figures, rolling)
 
 
 #: Columns of forecast_many's output.
@@ -227,6 +233,22 @@ METHOD_LABELS = {
     "seasonal_naive": "seasonal naive",
     "last_year_plus_growth": "last year + growth",
 }
+
+
+def _rolling_report(
+    con: duckdb.DuckDBPyConnection, scope: Scope, as_of: date, growth_pct: float
+) -> pd.DataFrame:
+    """Rolling-origin backtest of the region × unit total, with forecast value added.
+
+    Three origins, each scored on the following 12 months; forecast value
+    added is the old method's WAPE minus each method's WAPE.
+    """
+    from cockpit.backtesting import backtest_by_region_unit
+
+    report, _ = backtest_by_region_unit(
+        con, scope, end=as_of, origins=3, horizon=12, growth_pct=growth_pct
+    )
+    return report[report["region"] != "(all)"].reset_index(drop=True)
 
 
 def _backtest_summary(backtests: pd.DataFrame) -> pd.DataFrame:
