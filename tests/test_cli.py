@@ -244,3 +244,64 @@ def test_targets_plan_propose_decide_export(capsys, small_demo_mart, tmp_path):
     ]
     exported = pd.read_csv(csv)
     assert set(exported["plan_year"]) == {2027}
+
+
+def test_kpi_unknown_region_fails(capsys, superstore_mart):
+    assert (
+        main(["kpi", "revenue", "--mart", str(superstore_mart), "--region", "west"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "region 'west' is not in the mart" in err
+    assert "West" in err
+
+
+def test_kpi_attainment_needs_period(capsys, small_demo_mart):
+    assert main(["kpi", "attainment_pct", "--mart", str(small_demo_mart)]) == 2
+    assert "give --period" in capsys.readouterr().err
+
+
+def test_kpi_attainment_for_year(capsys, small_demo_mart):
+    import duckdb
+
+    frame = _kpi_frame(
+        capsys, "attainment_pct", "--mart", str(small_demo_mart), "--period", "year"
+    )
+    with duckdb.connect(str(small_demo_mart), read_only=True) as con:
+        revenue = con.execute(
+            "SELECT sum(net_revenue) FROM transactions WHERE date BETWEEN DATE '2026-01-01' AND DATE '2026-09-30'"
+        ).fetchone()[0]
+        target = con.execute(
+            "SELECT sum(value) FROM targets WHERE period = '2026' AND level = 'rep'"
+        ).fetchone()[0]
+    assert frame["attainment_pct"].iloc[0] == pytest.approx(revenue / target)
+
+
+def test_mart_that_is_a_csv_fails(capsys):
+    assert main(["kpi", "revenue", "--mart", str(SUPERSTORE_CSV)]) == 2
+    assert "is not a DuckDB mart" in capsys.readouterr().err
+
+
+def test_demo_never_overwrites_other_file(capsys, tmp_path):
+    other = tmp_path / "notes.csv"
+    other.write_text("a,b\n1,2\n")
+    assert main(["demo", "--mart", str(other)]) == 2
+    assert other.read_text() == "a,b\n1,2\n"
+
+
+def test_ingest_overflowing_amount_quarantined(tmp_path):
+    lines = SUPERSTORE_CSV.read_text(encoding="utf-8").splitlines()
+    header, first = lines[0], lines[1].split(",")
+    sales = header.split(",").index("Sales")
+    first[sales] = "1e309"
+    bad = tmp_path / "overflow.csv"
+    bad.write_text(header + "\n" + ",".join(first) + "\n", encoding="utf-8")
+    mart = tmp_path / "m.duckdb"
+    assert main(["ingest", "superstore", str(bad), "--mart", str(mart)]) == 0
+    import duckdb
+
+    with duckdb.connect(str(mart), read_only=True) as con:
+        loaded = con.execute("SELECT count(*) FROM transactions").fetchone()[0]
+        reason = con.execute("SELECT column_name, value FROM quarantine").fetchone()
+    assert loaded == 0
+    assert reason[1] == "1e309"

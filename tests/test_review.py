@@ -322,3 +322,22 @@ def test_gap_review_without_plan_period(store):
     )
     assert result.bonuses.empty
     assert result.bonus_note == "no incentive plan covers 2021-12-30"
+
+
+def test_target_review_adds_ambition(demo, tmp_path):
+    as_of = review.parse_as_of(None, demo)
+    scope = Scope(region="South", business_unit="Equipment")
+    plain = review.target_review(demo, scope, as_of, tmp_path / "a")
+    raised = review.target_review(demo, scope, as_of, tmp_path / "b", ambition_pct=0.10)
+    assert raised.targets["target"].sum() == pytest.approx(
+        plain.forecast_total * 1.10, abs=0.01
+    )
+
+
+def test_target_result_version_follows_mart(demo, tmp_path):
+    as_of = review.parse_as_of(None, demo)
+    result = review.target_review(
+        demo, Scope(region="East", business_unit="Services"), as_of, tmp_path
+    )
+    assert set(review.target_result_table(result)["version"]) == {1}
+    assert set(review.target_result_table(result, demo)["version"]) == {1}

@@ -12,6 +12,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import duckdb
+
 from cockpit.errors import CockpitError
 
 logger = logging.getLogger(__name__)
@@ -70,23 +72,37 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if unbalanced else 0
 
 
+#: KPIs that divide by or show a target, which exists per period only.
+TARGET_KPIS = ("target", "attainment_pct")
+
+
 def _cmd_kpi(args: argparse.Namespace) -> int:
+    from cockpit.errors import KpiError
     from cockpit.kpi import compute_kpi
     from cockpit.mart import connect
-    from cockpit.scope import Scope
+    from cockpit.scope import Scope, check_scope
 
     scope = Scope(
         region=args.region, business_unit=args.unit, team=args.team, rep_id=args.rep
     )
+    if args.period:
+        period = {"period": args.period}
+    else:
+        period = {"start": args.start, "end": args.end}
+    if args.kpi in TARGET_KPIS and not (args.period or (args.start and args.end)):
+        raise KpiError(
+            f"{args.kpi} compares revenue with the target of one period; give --period "
+            "(e.g. year) or both --start and --end"
+        )
     with connect(args.mart, read_only=True) as con:
+        check_scope(con, scope)
+        as_of = args.as_of
+        if args.period and as_of is None:
+            from cockpit.review import parse_as_of
+
+            as_of = parse_as_of(None, con)
         frame = compute_kpi(
-            con,
-            args.kpi,
-            by=args.by or [],
-            scope=scope,
-            start=args.start,
-            end=args.end,
-            as_of=args.as_of,
+            con, args.kpi, by=args.by or [], scope=scope, as_of=as_of, **period
         )
     _write_frame(frame, args.format)
     return 0
@@ -187,6 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         notebooks=args.notebooks,
         workers=args.workers,
         as_of=args.as_of,
+        notebooks_dir=args.notebooks_dir,
     )
     sys.stdout.write(f"report index: {result.index_path}\n")
     sys.stdout.write(f"{result.succeeded} run(s) succeeded, {result.failed} failed\n")
@@ -247,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     kpi.add_argument("--rep", help="rep_id of one seller")
     kpi.add_argument("--start", type=_date, help="first day of the period (YYYY-MM-DD)")
     kpi.add_argument("--end", type=_date, help="last day of the period (YYYY-MM-DD)")
+    kpi.add_argument(
+        "--period",
+        choices=["week", "month", "quarter", "year", "ytd", "r12m"],
+        help="period around the as-of date, instead of --start and --end",
+    )
     kpi.add_argument(
         "--as-of", type=_date, help="date of the pipeline snapshot (YYYY-MM-DD)"
     )
@@ -348,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--as-of", type=_date, help="as-of date for every run (default: from the mart)"
     )
+    run.add_argument(
+        "--notebooks-dir",
+        type=Path,
+        help="folder of the notebooks to run (default: notebooks/)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     serve = sub.add_parser("serve", help="serve the Voilà dashboards")
@@ -376,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         # The reader of our output went away (e.g. `| head`); exit quietly.
         sys.stderr.close()
         return 0
+    except (OSError, duckdb.Error) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":

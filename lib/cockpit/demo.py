@@ -31,6 +31,7 @@ import pandas as pd
 
 from cockpit.errors import ParameterError
 from cockpit.mart import LoadReport, connect, fill_dimensions, load_frame, set_meta
+from cockpit.mart.store import check_mart_file
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +297,7 @@ def build_demo(mart: str | Path, scale: float = 1.0, seed: int = 7) -> list[Load
     scale = _check_scale(scale)
     seed = _check_seed(seed)
     path = Path(mart)
+    check_mart_file(path)
     for stale in (path, Path(f"{path}.wal")):
         stale.unlink(missing_ok=True)
 

@@ -325,6 +325,12 @@ class TargetReview:
     forecast_source: str
     targets: pd.DataFrame
     figures: list = field(default_factory=list)
+    ambition_pct: float = 0.0
+
+    @property
+    def target_total(self) -> float:
+        """Forecast total raised by the ambition: what the sellers' targets add up to."""
+        return round(self.forecast_total * (1 + self.ambition_pct), 2)
 
 
 def target_review(
@@ -333,8 +339,11 @@ def target_review(
     as_of: date,
     output_dir: str | Path,
     months: int = 12,
+    ambition_pct: float = 0.0,
 ) -> TargetReview:
-    """Allocate the forecast of the next period to the sellers of the scope.
+    """Allocate the forecast of the next period, raised by an ambition, to the sellers.
+
+    The sellers' targets add up to forecast × (1 + `ambition_pct`).
 
     The forecast total comes from the 02 notebook's saved forecast when it
     ran for this region × unit in the same batch; otherwise it is computed
@@ -358,7 +367,8 @@ def target_review(
             ].sum()
         )
         source = "forecast computed by the 03 notebook (no saved 02 forecast)"
-    targets = seller_targets(con, scope, start, end, total, as_of)
+    target_total = round(total * (1 + ambition_pct), 2)
+    targets = seller_targets(con, scope, start, end, target_total, as_of)
     figures = []
     if len(targets):
         figures.append(
@@ -366,11 +376,29 @@ def target_review(
                 targets, "name", "target", f"Seller targets {label}", "net revenue"
             )
         )
-    return TargetReview(label, start, end, total, source, targets, figures)
+    return TargetReview(
+        label, start, end, total, source, targets, figures, ambition_pct
+    )
 
 
-def target_result_table(review: TargetReview, set_by: str = "batch") -> pd.DataFrame:
-    """Target rows shaped like the mart's targets table, version 1."""
+def target_result_table(
+    review: TargetReview,
+    con: duckdb.DuckDBPyConnection | None = None,
+    set_by: str = "batch",
+) -> pd.DataFrame:
+    """Target rows shaped like the mart's targets table.
+
+    The version is one above the highest the mart already holds for the
+    period (1 without a connection), so a batch run again on the same mart
+    adds a new version instead of clashing with the earlier one.
+    """
+    version = 1
+    if con is not None:
+        latest = con.execute(
+            "SELECT max(version) FROM targets WHERE period = ? AND level = 'rep'",
+            [review.period],
+        ).fetchone()[0]
+        version = int(latest) + 1 if latest is not None else 1
     return target_rows(
         review.targets,
         period=review.period,
@@ -378,7 +406,7 @@ def target_result_table(review: TargetReview, set_by: str = "batch") -> pd.DataF
         period_end=review.period_end,
         set_by=set_by,
         reason="next-period allocation of the regional forecast",
-        version=1,
+        version=version,
         created_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
     )
 

@@ -73,3 +73,34 @@ class Scope:
             if getattr(self, field.name) is not None
         ]
         return ", ".join(parts) if parts else "whole company"
+
+
+#: Query listing the members of each scope field in the mart.
+_MEMBERS = {
+    "region": "SELECT region FROM transactions UNION SELECT region FROM opportunities",
+    "business_unit": "SELECT business_unit FROM products",
+    "team": "SELECT team FROM reps",
+    "rep_id": "SELECT rep_id FROM reps",
+    "account_id": "SELECT account_id FROM accounts",
+    "product_line": "SELECT product_line FROM products",
+}
+
+
+def check_scope(con, scope: Scope) -> None:
+    """Raise ScopeError when a scope value names no member of the mart.
+
+    Names are compared exactly, so 'west' does not match 'West'; the error
+    lists the values the mart has (at most 20).
+    """
+    for field in fields(scope):
+        value = getattr(scope, field.name)
+        if value is None:
+            continue
+        rows = con.execute(_MEMBERS[field.name]).fetchall()
+        members = sorted({str(row[0]) for row in rows if row[0] is not None})
+        if value not in members:
+            shown = ", ".join(members[:20]) + (" …" if len(members) > 20 else "")
+            raise ScopeError(
+                f"{field.name.replace('_', ' ')} {value!r} is not in the mart; "
+                f"choose one of: {shown or 'none loaded'}"
+            )

@@ -61,6 +61,7 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     process holds the write lock.
     """
     path = Path(path)
+    check_mart_file(path)
     if read_only and not path.exists():
         raise MartError(
             f"mart file {path} does not exist; build one with "
@@ -78,6 +79,32 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     if not read_only:
         create_schema(con)
     return con
+
+
+#: Bytes 8-11 of every DuckDB database file.
+_DUCKDB_MAGIC = b"DUCK"
+
+
+def check_mart_file(path: str | Path) -> None:
+    """Raise MartError when `path` exists but is not a DuckDB database.
+
+    DuckDB would otherwise open, say, a CSV file as an in-memory database,
+    and whatever is loaded into it would be lost on exit.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise MartError(
+            f"mart path {path} is a folder; give a file name such as {path / 'mart.duckdb'}"
+        )
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+    if header[8:12] != _DUCKDB_MAGIC:
+        raise MartError(
+            f"{path} exists but is not a DuckDB mart; choose another --mart file name "
+            "(the cockpit never overwrites other files)"
+        )
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -183,7 +210,9 @@ def _coerce(values: pd.Series, dtype: str, date_format: str | None) -> pd.Series
             parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
         return parsed.dt.normalize() if dtype == "DATE" else parsed
     if dtype == "DOUBLE":
-        return pd.to_numeric(values, errors="coerce").astype("float64")
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        # Overflowing text such as 1e309 parses as infinity; no amount is infinite.
+        return numbers.where(np.isfinite(numbers))
     if dtype == "BIGINT":
         numbers = pd.to_numeric(values, errors="coerce")
         integral = numbers.notna() & (numbers == np.floor(numbers))
