@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 
 from cockpit import serve
+from cockpit.access import ACCESS_VARIABLE, VIEWER_VARIABLE
 from cockpit.cli import main
-from cockpit.errors import MartError, ServeError
+from cockpit.errors import MartError, ParameterError, ServeError
 from cockpit.serve import (
+    CELL_ERROR_TEXT,
     DASHBOARD_NOTEBOOK,
     HOST,
+    IDENTITY_PROVIDER,
     TEMPLATE_NAME,
     TEMPLATE_ROOT,
     serve_dashboards,
@@ -105,9 +108,67 @@ def test_missing_mart_raises(tmp_path):
         serve_dashboards(tmp_path / "none.duckdb", port=free_port())
 
 
-def test_access_file_rejected(mart_file, tmp_path):
-    with pytest.raises(ServeError, match="not supported"):
-        serve_dashboards(mart_file, port=free_port(), access_file=tmp_path / "a.yaml")
+def test_command_with_access_sets_sign_in(tmp_path):
+    command = voila_command(access_file=tmp_path / "access.yaml")
+    assert f"--Voila.identity_provider_class={IDENTITY_PROVIDER}" in command
+    assert (
+        f"--CockpitIdentityProvider.access_file={tmp_path / 'access.yaml'}" in command
+    )
+    assert "--VoilaConfiguration.http_header_envs=X-Cockpit-Viewer" in command
+
+
+def test_command_without_access_has_no_sign_in():
+    assert not any("identity_provider" in part for part in voila_command())
+
+
+def test_command_preheats_kernels():
+    command = voila_command(pool_size=3)
+    assert "--VoilaConfiguration.preheat_kernel=True" in command
+    assert "--VoilaConfiguration.default_pool_size=3" in command
+
+
+def test_command_without_pool():
+    assert not any("preheat" in part for part in voila_command(pool_size=0))
+
+
+def test_command_serves_no_files():
+    command = voila_command()
+    assert "--VoilaConfiguration.file_denylist=.*" in command
+    assert "--VoilaConfiguration.allow_template_override=NO" in command
+
+
+def test_command_cell_error_text():
+    assert (
+        f"--VoilaExecutor.cell_error_instruction={CELL_ERROR_TEXT}" in voila_command()
+    )
+
+
+def test_environment_sets_access(tmp_path):
+    environment = voila_environment(
+        "m.duckdb", base={}, access_file=tmp_path / "a.yaml"
+    )
+    assert environment[ACCESS_VARIABLE] == str(tmp_path / "a.yaml")
+
+
+def test_environment_drops_inherited_viewer():
+    base = {VIEWER_VARIABLE: "ceo", ACCESS_VARIABLE: "/elsewhere.yaml"}
+    environment = voila_environment("m.duckdb", base=base)
+    assert VIEWER_VARIABLE not in environment
+    assert ACCESS_VARIABLE not in environment
+
+
+def test_access_file_checked_against_mart(small_demo_mart, tmp_path):
+    access = tmp_path / "access.yaml"
+    access.write_text("users:\n  head:\n    level: region\n    region: Nowhere\n")
+    with pytest.raises(ParameterError, match="region 'Nowhere' is not in the mart"):
+        serve_dashboards(small_demo_mart, port=free_port(), access_file=access)
+
+
+def test_invalid_access_file_rejected(small_demo_mart, tmp_path):
+    access = tmp_path / "access.yaml"
+    access.write_text("users:\n  head:\n    level: region\n")
+    with pytest.raises(ParameterError, match="needs a region"):
+        serve_dashboards(small_demo_mart, port=free_port(), access_file=access)
 
 
 def test_port_in_use_raises(mart_file):
@@ -149,7 +210,15 @@ def test_cli_reports_missing_mart(tmp_path, capsys):
 def test_cli_interrupt_stops_voila(mart_file, tmp_path):
     port = free_port()
     log_path = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "cockpit.cli", "serve", "--mart", str(mart_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "cockpit.cli",
+        "-v",
+        "serve",
+        "--mart",
+        str(mart_file),
+    ]
     command += ["--port", str(port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

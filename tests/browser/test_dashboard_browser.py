@@ -1,278 +1,320 @@
-"""The Voilà dashboard in Chromium: tiles, chart, filters, hidden code, loopback.
+"""Every view in Chromium shows the numbers of the library, for each viewer level.
 
-Expected tile texts are computed here from the same mart with kpi_values and
-format_value. Revenue and the monthly chart are also checked against plain
-SQL sums over the invoice lines.
+Expected tile texts come from kpi_values and project_attainment on the mart
+file (conftest.expected_tiles); drill-down rows from compute_kpi; the huddle
+from build_huddle; the bonus from bonus_statement. One Voilà server serves
+the whole module, and each viewer has a browser context of their own.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import dataclass, field
-from datetime import date
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from cockpit.kpi import KPIS, format_value, kpi_values
-from cockpit.mart import connect, get_meta
+from cockpit.huddle import build_huddle
+from cockpit.incentives import bonus_statement, load_plans
+from cockpit.kpi import compute_kpi, format_value
+from cockpit.kpi_periods import resolve_period
+from cockpit.mart import connect
 from cockpit.scope import Scope
+from cockpit.target_log import in_force
 
-from .conftest import ARTIFACTS, SERVER_TIMEOUT
+from .conftest import (
+    ARTIFACTS,
+    AS_OF,
+    TILES,
+    TIMEOUT_MS,
+    expected_tiles,
+    open_dashboard,
+    tile_texts,
+    wait_idle,
+    wait_tiles,
+)
 
 pytestmark = pytest.mark.browser
 
-TILES = (
-    "revenue",
-    "margin_pct",
-    "attainment_pct",
-    "won_value",
-    "win_rate",
-    "open_pipeline",
-    "weighted_pipeline",
-)
-AS_OF = date(2026, 9, 30)
-YEAR_START = date(2026, 1, 1)
-YEAR_END = date(2026, 12, 31)
-TIMEOUT_MS = SERVER_TIMEOUT * 1000
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-CODE_FRAGMENTS = ("dashboard_view(", "COCKPIT_MART", "import os", "mart_path =")
-
-#: JavaScript that is true once every tile shows the given texts.
-_TILES_SHOW = """
-(expected) => Object.entries(expected).every(([name, text]) => {
-  const el = document.querySelector(`.kpi-tile[data-kpi="${name}"] .kpi-value`);
-  return el !== null && el.textContent.trim() === text;
-})
-"""
-
-#: JavaScript that is true once every tile has a computed value.
-_TILES_FILLED = """
-(names) => names.every((name) => {
-  const el = document.querySelector(`.kpi-tile[data-kpi="${name}"] .kpi-value`);
-  return el !== null && el.textContent.trim() !== '' && el.textContent.trim() !== '…';
-})
-"""
-
-#: JavaScript that is true once the dashboard's status line is empty.
-_IDLE = """
-() => {
-  const status = document.querySelector('.cockpit-status');
-  return status !== null && status.textContent.trim() === '';
-}
-"""
+CODE_FRAGMENTS = ("open_dashboard(", "prepare_dashboard(", "COCKPIT_MART", "import os")
+TIMINGS: dict[str, float] = {}
 
 
-def expected_texts(mart: Path, scope: Scope) -> dict[str, str]:
-    """Tile texts for `scope`: year to date up to the demo's as-of date."""
+def rep_name(mart, rep_id: str) -> str:
     with connect(mart, read_only=True) as con:
-        currency = get_meta(con).get("currency", "EUR")
-        values = kpi_values(
-            con,
-            [name for name in TILES if name != "attainment_pct"],
-            scope=scope,
-            start=YEAR_START,
-            end=AS_OF,
-            as_of=AS_OF,
-        )
-        target = kpi_values(
-            con, ["target"], scope=scope, start=YEAR_START, end=YEAR_END, as_of=AS_OF
-        )["target"]
-    values["attainment_pct"] = values["revenue"] / target
-    return {
-        name: format_value(values[name], KPIS[name].unit, currency=currency)
-        for name in TILES
-    }
+        return con.execute(
+            "SELECT name FROM reps WHERE rep_id = ?", [rep_id]
+        ).fetchone()[0]
 
 
-def sql_revenue(mart: Path, region: str | None = None) -> dict[str, float]:
-    """Net revenue per month of 2026 up to the as-of date, by plain SQL."""
-    with connect(mart, read_only=True) as con:
-        rows = con.execute(
-            """
-            SELECT strftime(date, '%Y-%m'), sum(net_revenue) FROM transactions
-            WHERE date BETWEEN ? AND ? AND (? IS NULL OR region = ?)
-            GROUP BY 1 ORDER BY 1
-            """,
-            [YEAR_START, AS_OF, region, region],
-        ).fetchall()
-    return dict(rows)
+def click_drill(page, label: str) -> None:
+    page.locator("button.drill-name", has_text=label).first.click()
 
 
-def tile_texts(page) -> dict[str, str]:
-    """Texts the page's tiles show now."""
-    return {
-        name: page.locator(f'.kpi-tile[data-kpi="{name}"] .kpi-value')
-        .inner_text()
-        .strip()
-        for name in TILES
-    }
-
-
-def chart_revenue(page) -> dict[str, float]:
-    """Month and revenue of the chart's bar trace, as plotly.js drew them.
-
-    `_fullData` holds the decoded arrays; `data` keeps plotly's base64 form.
-    """
-    data = page.evaluate(
-        """() => {
-          const plot = document.querySelector('.cockpit-chart .js-plotly-plot');
-          const bars = plot._fullData.find((trace) => trace.type === 'bar');
-          return {x: Array.from(bars.x), y: Array.from(bars.y)};
-        }"""
-    )
-    return {
-        month: value
-        for month, value in zip(data["x"], data["y"], strict=True)
-        if value is not None and not math.isnan(value)
-    }
-
-
-def is_loopback(url: str) -> bool:
-    """True for data:, blob: and about: URLs and for URLs whose host is loopback."""
-    parts = urlsplit(url)
-    if parts.scheme in ("data", "blob", "about"):
-        return True
-    return parts.hostname in LOOPBACK
-
-
-@dataclass
-class LoadedPage:
-    """The dashboard page after its tiles filled, with what it requested."""
-
-    page: object
-    requests: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def wait_for_tiles(self, expected: dict[str, str]) -> float:
-        """Wait until the tiles show `expected`; return the seconds waited."""
-        start = time.monotonic()
-        self.page.wait_for_function(_TILES_SHOW, arg=expected, timeout=TIMEOUT_MS)
-        return time.monotonic() - start
-
-    def wait_until_idle(self) -> None:
-        """Wait until the status line no longer shows that the page is updating."""
-        self.page.wait_for_function(_IDLE, timeout=TIMEOUT_MS)
+def click_tab(page, title: str) -> None:
+    page.locator(".lm-TabBar-tab", has_text=title).first.click()
 
 
 @pytest.fixture(scope="module")
-def loaded(browser_context, dashboard_server, save_screenshot):
-    """The dashboard opened in Chromium, once per module, tiles filled."""
-    page = browser_context.new_page()
-    result = LoadedPage(page)
-    page.on("request", lambda request: result.requests.append(request.url))
-    page.on("websocket", lambda socket: result.requests.append(socket.url))
+def ceo_page(contexts, dashboard_server, save_screenshot):
+    """The CEO's dashboard, opened once per module."""
+    requests: list[str] = []
+    context = contexts("ceo")
+    context.on("request", lambda request: requests.append(request.url))
     start = time.monotonic()
-    page.goto(dashboard_server.url, wait_until="commit", timeout=TIMEOUT_MS)
-    page.wait_for_function(_TILES_FILLED, arg=list(TILES), timeout=TIMEOUT_MS)
-    result.timings["navigation_to_tiles_s"] = time.monotonic() - start
-    page.wait_for_selector(".cockpit-chart .js-plotly-plot", timeout=TIMEOUT_MS)
-    result.timings["navigation_to_chart_s"] = time.monotonic() - start
-    result.wait_until_idle()
-    save_screenshot(page, "01-dashboard-loaded")
-    yield result
+    page = open_dashboard(context, dashboard_server.page_url("ceo"))
+    TIMINGS["ceo_navigation_to_tiles_s"] = time.monotonic() - start
+    wait_idle(page)
+    save_screenshot(page, "views-01-company")
+    page.requests = requests
+    yield page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    timings = {name: round(value, 2) for name, value in result.timings.items()}
-    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-    print(f"dashboard timings: {timings}")
+    (ARTIFACTS / "timings-views.json").write_text(
+        json.dumps({k: round(v, 2) for k, v in TIMINGS.items()}, indent=2) + "\n"
+    )
     page.close()
 
 
-def test_tiles_show_company_values(loaded, demo_mart):
-    expected = expected_texts(demo_mart, Scope())
-    shown = tile_texts(loaded.page)
+def test_company_tiles_match_kpis(ceo_page, demo_mart):
+    expected = expected_tiles(demo_mart, Scope())
+    wait_tiles(ceo_page, expected)
+    shown = tile_texts(ceo_page)
     for name in TILES:
         assert shown[name] == expected[name], name
 
 
-def test_revenue_tile_matches_sql(loaded, demo_mart):
-    total = sum(sql_revenue(demo_mart).values())
-    assert tile_texts(loaded.page)["revenue"] == f"EUR {round(total):,}"
-
-
-def test_as_of_date_shown(loaded):
-    as_of = loaded.page.locator(".as-of")
+def test_as_of_shown(ceo_page):
+    as_of = ceo_page.locator(".as-of")
     assert as_of.get_attribute("data-as-of") == AS_OF.isoformat()
     assert "30 Sep 2026" in as_of.inner_text()
 
 
-def test_chart_bars_match_sql(loaded, demo_mart):
-    expected = sql_revenue(demo_mart)
-    shown = chart_revenue(loaded.page)
-    assert sorted(shown) == sorted(expected)
-    for month, value in expected.items():
-        assert shown[month] == pytest.approx(value, rel=1e-9), month
+def test_region_rows_match_compute_kpi(ceo_page, demo_mart):
+    with connect(demo_mart, read_only=True) as con:
+        revenue = compute_kpi(
+            con,
+            "revenue",
+            by=("region",),
+            period=resolve_period("year", AS_OF),
+            as_of=AS_OF,
+        )
+    rows = ceo_page.locator(".cockpit-drill button.drill-name")
+    shown = sorted(rows.all_inner_texts())
+    assert shown == sorted(revenue["region"])
+    cells = ceo_page.locator(".cockpit-drill .drill-cell").all_inner_texts()
+    for value in revenue["revenue"]:
+        assert format_value(value, "currency") in cells
 
 
-def test_chart_title_names_year(loaded):
-    title = loaded.page.locator(".cockpit-chart .gtitle").text_content()
-    assert "2026" in title
-
-
-def test_page_has_no_code(loaded):
-    html = loaded.page.content()
+def test_page_has_no_code(ceo_page):
+    html = ceo_page.content()
     for fragment in CODE_FRAGMENTS:
         assert fragment not in html, fragment
-    assert loaded.page.locator(".jp-InputArea").count() == 0
+    assert ceo_page.locator(".jp-InputArea").count() == 0
     assert "Traceback" not in html
 
 
-def test_region_filter_updates_tiles(loaded, demo_mart, save_screenshot):
-    company = expected_texts(demo_mart, Scope())
-    north = expected_texts(demo_mart, Scope(region="North"))
-    assert north["revenue"] != company["revenue"]
+def test_drill_down_and_back(ceo_page, demo_mart, save_screenshot):
+    page = ceo_page
+    click_drill(page, "North")
+    wait_tiles(page, expected_tiles(demo_mart, Scope(region="North")))
+    wait_idle(page)
+    save_screenshot(page, "views-02-drill-region")
+    assert "North" in page.locator(".cockpit-breadcrumb").inner_text()
 
+    click_drill(page, "North-1")
+    team = Scope(region="North", team="North-1")
+    wait_tiles(page, expected_tiles(demo_mart, team))
+    wait_idle(page)
+    save_screenshot(page, "views-03-drill-team")
+
+    seller = rep_name(demo_mart, "REP-002")
+    click_drill(page, seller)
+    wait_tiles(
+        page,
+        expected_tiles(
+            demo_mart, Scope(region="North", team="North-1", rep_id="REP-002")
+        ),
+    )
+    wait_idle(page)
+    assert page.locator(".cockpit-details table").count() == 2
+    save_screenshot(page, "views-04-drill-seller")
+    assert page.locator(".cockpit-breadcrumb").inner_text().count("›") == 3
+
+    page.locator("button.crumb-1").click()
+    wait_tiles(page, expected_tiles(demo_mart, Scope(region="North")))
+    page.locator("button.crumb-0").click()
+    wait_tiles(page, expected_tiles(demo_mart, Scope()))
+    wait_idle(page)
+    save_screenshot(page, "views-05-back-to-company")
+
+
+def test_period_filter_updates(ceo_page, demo_mart, save_screenshot):
+    page = ceo_page
     start = time.monotonic()
-    loaded.page.select_option(".filter-region select", label="North")
-    loaded.timings["region_change_to_tiles_s"] = loaded.wait_for_tiles(north)
-    loaded.wait_until_idle()
-    loaded.timings["region_change_to_idle_s"] = time.monotonic() - start
-    save_screenshot(loaded.page, "02-region-north")
-
-    shown = tile_texts(loaded.page)
-    for name in TILES:
-        assert shown[name] == north[name], name
-    assert "region North" in loaded.page.locator(".cockpit-header").inner_text()
+    page.select_option(".filter-period select", label="Quarter to date")
+    wait_tiles(page, expected_tiles(demo_mart, Scope(), period="quarter"))
+    TIMINGS["period_change_to_tiles_s"] = time.monotonic() - start
+    wait_idle(page)
+    save_screenshot(page, "views-06-quarter")
+    page.select_option(".filter-period select", label="Year to date")
+    wait_tiles(page, expected_tiles(demo_mart, Scope()))
 
 
-def test_region_filter_updates_chart(loaded, demo_mart):
-    loaded.page.select_option(".filter-region select", label="North")
-    loaded.wait_for_tiles(expected_texts(demo_mart, Scope(region="North")))
-    expected = sql_revenue(demo_mart, region="North")
-    loaded.page.wait_for_function(
+def test_unit_filter_updates_chart(ceo_page, demo_mart):
+    page = ceo_page
+    with connect(demo_mart, read_only=True) as con:
+        months = compute_kpi(
+            con,
+            "revenue",
+            by=("month",),
+            scope=Scope(business_unit="Services"),
+            start=resolve_period("year", AS_OF).start,
+            end=AS_OF,
+            as_of=AS_OF,
+        )
+    january = float(months.loc[months["month"] == "2026-01", "revenue"].iloc[0])
+    start = time.monotonic()
+    page.select_option(".filter-business-unit select", label="Services")
+    page.wait_for_function(
         """(january) => {
-          const plot = document.querySelector('.cockpit-chart .js-plotly-plot');
-          const bars = plot && plot._fullData.find((trace) => trace.type === 'bar');
+          const plot = document.querySelector('.chart-monthly .js-plotly-plot');
+          const bars = plot && plot._fullData && plot._fullData.find((t) => t.type === 'bar');
           return bars && Math.abs(Array.from(bars.y)[0] - january) < 0.01;
         }""",
-        arg=expected["2026-01"],
+        arg=january,
         timeout=TIMEOUT_MS,
     )
-    shown = chart_revenue(loaded.page)
-    for month, value in expected.items():
-        assert shown[month] == pytest.approx(value, rel=1e-9), month
+    TIMINGS["unit_change_to_chart_s"] = time.monotonic() - start
+    wait_tiles(page, expected_tiles(demo_mart, Scope(business_unit="Services")))
+    wait_idle(page)
 
 
-def test_unit_filter_narrows_region(loaded, demo_mart, save_screenshot):
-    loaded.page.select_option(".filter-region select", label="North")
-    expected = expected_texts(
-        demo_mart, Scope(region="North", business_unit="Services")
+def test_product_line_filter_updates(ceo_page, demo_mart, save_screenshot):
+    page = ceo_page
+    page.select_option(".filter-business-unit select", label="Services")
+    page.select_option(".filter-product-line select", label="Repairs")
+    expected = expected_tiles(
+        demo_mart, Scope(business_unit="Services", product_line="Repairs")
     )
+    wait_tiles(page, expected)
+    wait_idle(page)
+    save_screenshot(page, "views-07-services-repairs")
+    page.select_option(".filter-product-line select", label="All product lines")
+    page.select_option(".filter-business-unit select", label="All business units")
+    wait_tiles(page, expected_tiles(demo_mart, Scope()))
+    wait_idle(page)
+
+
+def test_requests_stay_on_loopback(ceo_page):
+    outside = [
+        url
+        for url in ceo_page.requests
+        if urlsplit(url).scheme not in ("data", "blob", "about")
+        and urlsplit(url).hostname not in LOOPBACK
+    ]
+    assert ceo_page.requests
+    assert outside == []
+
+
+@pytest.mark.parametrize(
+    ("user", "scope"),
+    [
+        ("head.north", Scope(region="North")),
+        ("lead.north-1", Scope(team="North-1")),
+        ("seller.rep-002", Scope(rep_id="REP-002")),
+        ("head.services", Scope(business_unit="Services")),
+    ],
+)
+def test_viewer_home_tiles(
+    contexts, dashboard_server, demo_mart, save_screenshot, user, scope
+):
     start = time.monotonic()
-    loaded.page.select_option(".filter-business-unit select", label="Services")
-    loaded.wait_for_tiles(expected)
-    loaded.timings["unit_change_to_tiles_s"] = time.monotonic() - start
-    loaded.wait_until_idle()
-    save_screenshot(loaded.page, "03-north-services")
-    shown = tile_texts(loaded.page)
+    page = open_dashboard(contexts(user), dashboard_server.page_url(user))
+    TIMINGS[f"{user}_navigation_to_tiles_s"] = time.monotonic() - start
+    expected = expected_tiles(demo_mart, scope)
+    wait_tiles(page, expected)
+    wait_idle(page)
+    save_screenshot(page, f"views-home-{user}")
+    shown = tile_texts(page)
+    page.close()
     for name in TILES:
         assert shown[name] == expected[name], name
 
 
-def test_requests_stay_on_loopback(loaded):
-    outside = [url for url in loaded.requests if not is_loopback(url)]
-    assert loaded.requests
-    assert outside == []
+def test_huddle_tab_shows_pack(contexts, dashboard_server, demo_mart, save_screenshot):
+    page = open_dashboard(
+        contexts("lead.north-1"), dashboard_server.page_url("lead.north-1")
+    )
+    click_tab(page, "Huddle")
+    page.wait_for_selector("table.huddle-kpis", timeout=TIMEOUT_MS)
+    wait_idle(page, ".cockpit-huddle")
+    save_screenshot(page, "views-08-huddle")
+    with connect(demo_mart, read_only=True) as con:
+        pack = build_huddle(con, "North-1")
+    rows = page.locator("table.huddle-kpis tbody tr")
+    assert rows.count() == 7
+    labels = page.locator("table.huddle-kpis td[data-column='label']").all_inner_texts()
+    assert labels == list(pack.kpis["label"])
+    this_week = page.locator(
+        "table.huddle-kpis td[data-column='this_week_text']"
+    ).all_inner_texts()
+    assert this_week == [
+        format_value(v, u)
+        for v, u in zip(pack.kpis["this_week"], pack.kpis["unit"], strict=True)
+    ]
+    assert page.locator(".survey-submit").count() == 1
+    page.close()
+
+
+def test_incentive_tab_shows_bonus(
+    contexts, dashboard_server, demo_mart, save_screenshot
+):
+    page = open_dashboard(
+        contexts("seller.rep-002"), dashboard_server.page_url("seller.rep-002")
+    )
+    click_tab(page, "Incentives")
+    page.wait_for_selector(".bonus-now", timeout=TIMEOUT_MS)
+    wait_idle(page, ".cockpit-incentives")
+    save_screenshot(page, "views-09-incentives")
+    plan = next(iter(load_plans().values()))
+    with connect(demo_mart, read_only=True) as con:
+        statement = bonus_statement(con, plan, "REP-002", AS_OF)
+    components = statement.components.set_index("component")["amount"]
+    assert (
+        format_value(components["total"], "currency")
+        in page.locator(".bonus-now").inner_text()
+    )
+    deals = page.locator("table.bonus-deals tbody tr")
+    assert deals.count() == max(len(statement.deals), 1)
+    page.close()
+
+
+def test_target_tab_lists_targets(
+    contexts, dashboard_server, demo_mart, save_screenshot
+):
+    page = open_dashboard(
+        contexts("head.north"), dashboard_server.page_url("head.north")
+    )
+    click_tab(page, "Targets")
+    page.wait_for_selector("table.target-table", timeout=TIMEOUT_MS)
+    wait_idle(page, ".cockpit-targets")
+    save_screenshot(page, "views-10-targets")
+    with connect(demo_mart, read_only=True) as con:
+        rows = in_force(con, 2026)
+        north = set(
+            row[0]
+            for row in con.execute(
+                "SELECT rep_id FROM reps WHERE region = 'North' AND role = 'seller'"
+            ).fetchall()
+        )
+    rows = rows[(rows["level"] == "rep") & (rows["period"] == "2026")]
+    total = rows.loc[rows["key"].isin(north), "value"].sum()
+    cells = page.locator(
+        "table.target-table td[data-column='target']"
+    ).all_inner_texts()
+    shown = sum(float(text.replace("EUR ", "").replace(",", "")) for text in cells)
+    assert shown == pytest.approx(total, abs=len(cells))
+    assert page.locator(".as-of").count() == 1
+    page.close()
