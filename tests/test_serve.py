@@ -207,7 +207,8 @@ def test_cli_reports_missing_mart(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_interrupt_stops_voila(mart_file, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_cli_signal_stops_voila(mart_file, tmp_path, stop_signal):
     port = free_port()
     log_path = tmp_path / "serve.log"
     command = [
@@ -237,7 +238,7 @@ def test_cli_interrupt_stops_voila(mart_file, tmp_path):
             time.sleep(0.2)
         else:
             pytest.fail(f"Voilà did not listen on {port}:\n{log_path.read_text()}")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         returncode = process.wait(timeout=30)
     finally:
         if process.poll() is None:

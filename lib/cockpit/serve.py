@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -181,6 +182,10 @@ def check_access_file(access_file: str | Path, mart: str | Path) -> None:
         raise ParameterError("\n".join(problems))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def serve_dashboards(
     mart: str | Path,
     port: int = 8866,
@@ -233,6 +238,9 @@ def serve_dashboards(
     process = subprocess.Popen(
         command, env=voila_environment(mart, access_file=access_file)
     )
+    # A service manager stops the command with SIGTERM; treat it like Ctrl-C
+    # so Voilà and its kernels are stopped too instead of left orphaned.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         returncode = process.wait()
     except KeyboardInterrupt:
@@ -248,6 +256,8 @@ def serve_dashboards(
             )
             process.kill()
             returncode = process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if returncode < 0:
         returncode = 128 - returncode
     logger.info("dashboard server exited with code %d", returncode)
