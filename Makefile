@@ -22,7 +22,7 @@ demo: env
 	$(BIN)/cockpit demo --mart $(MART)
 
 run: demo
-	$(BIN)/cockpit run --mart $(MART) --out $(OUT) --workers $(WORKERS)
+	$(BIN)/cockpit run --mart $(MART) --out $(OUT) --workers $(WORKERS) --params parameters/demo.yaml
 
 test: env
 	$(BIN)/ruff check lib tests benchmarks

@@ -31,7 +31,10 @@ def demo_run(small_demo_mart, tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo-batch")
     mart = folder / "demo.duckdb"
     shutil.copy(small_demo_mart, mart)
-    result = run_batch(mart=mart, out_dir=folder / "runs", workers=2)
+    params = NOTEBOOKS_DIR.parent / "parameters" / "demo.yaml"
+    result = run_batch(
+        mart=mart, out_dir=folder / "runs", params_file=params, workers=2
+    )
     return mart, result
 
 
@@ -171,3 +174,10 @@ def test_superstore_batch_one_region(superstore_mart, tmp_path):
     assert failures == []
     units = sorted(p.name for p in (result.run_dir / "West").iterdir() if p.is_dir())
     assert units == ["Furniture", "Office_Supplies", "Technology"]
+
+
+def test_demo_batch_reports_regressor_extension(demo_run):
+    _, result = demo_run
+    html = (result.run_dir / "North" / "Equipment" / "02_forecast.html").read_text()
+    assert "regressor industrial_production (region North, lag 1 months)" in html
+    assert "extended by last value carried forward" in html

@@ -38,6 +38,8 @@ def test_shipped_file_defaults():
         "growth_pct": 0.05,
         "backtest_holdout": 12,
         "incentive_plan": None,
+        "regressors": [],
+        "scenario_file": None,
         "notebooks": [
             "01_data_audit",
             "02_forecast",
@@ -239,3 +241,8 @@ def test_horizon_range(horizon):
     else:
         with pytest.raises(ParameterError):
             parse_parameters(text)
+
+
+def test_demo_file_names_regressor():
+    parameters = load_parameters(DEFAULT_PARAMETERS_FILE.parent / "demo.yaml")
+    assert parameters.defaults["regressors"][0]["indicator"] == "industrial_production"

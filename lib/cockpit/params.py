@@ -38,6 +38,8 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "growth_pct": 0.05,
     "backtest_holdout": 12,
     "incentive_plan": None,
+    "regressors": [],
+    "scenario_file": None,
     "notebooks": [
         "01_data_audit",
         "02_forecast",
@@ -75,6 +77,25 @@ PARAMETER_SCHEMA: dict[str, Any] = {
             "minimum": 1,
             "maximum": 60,
             "description": "months held out to backtest the forecast",
+        },
+        "regressors": {
+            "type": "array",
+            "description": "market indicators for the forecast: indicator, region, lag, extension",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["indicator"],
+                "properties": {
+                    "indicator": {"type": "string"},
+                    "region": {"type": ["string", "null"]},
+                    "lag": {"type": "integer", "minimum": 0, "maximum": 24},
+                    "extension": {"enum": ["carry_forward", "yoy_growth"]},
+                },
+            },
+        },
+        "scenario_file": {
+            "type": ["string", "null"],
+            "description": "CSV of indicator values that replace the extension rule",
         },
         "incentive_plan": {
             "type": ["string", "null"],

@@ -137,6 +137,8 @@ def forecast_review(
     horizon: int = 12,
     holdout: int = 12,
     growth_pct: float = 0.05,
+    regressors: list[dict] | None = None,
+    scenario_file: str | None = None,
 ) -> ForecastReview:
     """Forecast monthly revenue per product line and backtest it.
 
@@ -166,8 +168,11 @@ def forecast_review(
     )
     summary = _backtest_summary(backtests)
     horizon = horizon + _months_after_history(series, as_of)
+    regressor_set = _regressor_set(
+        con, scope, series, horizon, regressors, scenario_file
+    )
     forecast = (
-        forecast_many(series, horizon=horizon)
+        forecast_many(series, horizon=horizon, regressors=regressor_set)
         if len(series)
         else pd.DataFrame(columns=FORECAST_COLUMNS)
     )
@@ -233,6 +238,41 @@ METHOD_LABELS = {
     "seasonal_naive": "seasonal naive",
     "last_year_plus_growth": "last year + growth",
 }
+
+
+def _regressor_set(
+    con: duckdb.DuckDBPyConnection,
+    scope: Scope,
+    series: pd.DataFrame,
+    horizon: int,
+    regressors: list[dict] | None,
+    scenario_file: str | None,
+):
+    """Market indicators for the forecast, lagged and extended; None without any.
+
+    Each entry of `regressors` has indicator, and optionally region (null:
+    the scope's region), lag in months and extension (carry_forward or
+    yoy_growth). How each was lagged or extended is carried in the notes
+    that the forecast rows keep.
+    """
+    if not regressors or series.empty:
+        return None
+    from cockpit.drivers import RegressorSpec, external_regressors
+
+    specs = [
+        RegressorSpec(
+            indicator=entry["indicator"],
+            region=entry.get("region"),
+            lag=int(entry.get("lag", 0)),
+            extension=entry.get("extension", "carry_forward"),
+        )
+        for entry in regressors
+    ]
+    start = pd.Timestamp(series["ds"].min())
+    until = pd.Timestamp(series["ds"].max()) + pd.DateOffset(months=horizon)
+    return external_regressors(
+        con, specs, start, until, region=scope.region, scenario_file=scenario_file
+    )
 
 
 def _rolling_report(
