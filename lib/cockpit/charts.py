@@ -67,10 +67,10 @@ def backtest_figure(summary: pd.DataFrame, title: str) -> go.Figure:
 
 
 def revenue_vs_target_figure(monthly: pd.DataFrame, title: str) -> go.Figure:
-    """Draw cumulative revenue, last year's and the target's path by month.
+    """Draw monthly revenue against last year's and the target's monthly share.
 
     `monthly` has columns month (YYYY-MM), revenue, revenue_last_year and
-    target (the period target spread evenly over the months, cumulative).
+    target (the period target spread evenly over its twelve months).
     """
     figure = go.Figure()
     figure.add_trace(
