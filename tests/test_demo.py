@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from cockpit import demo
-from cockpit.errors import ParameterError
+from cockpit.errors import MartError, ParameterError
 from cockpit.mart import TABLES, connect
 
 SEED = 7
@@ -99,7 +99,7 @@ def test_other_seed_differs(demo_build, tmp_path):
 
 def test_rebuild_replaces_file(tmp_path):
     path = tmp_path / "small.duckdb"
-    path.write_bytes(b"not a duckdb file")
+    demo.build_demo(path, scale=0.1, seed=SEED + 1)
     (tmp_path / "small.duckdb.wal").write_bytes(b"stale log")
     demo.build_demo(path, scale=0.1, seed=SEED)
     with connect(path, read_only=True) as connection:
@@ -108,6 +108,14 @@ def test_rebuild_replaces_file(tmp_path):
     # Scale 0.1: lines are a tenth of 150,000, accounts 1,500 x sqrt(0.1).
     assert 13_000 <= lines <= 17_000
     assert accounts == round(1500 * 0.1**0.5)
+
+
+def test_rebuild_refuses_other_file(tmp_path):
+    path = tmp_path / "notes.duckdb"
+    path.write_bytes(b"not a duckdb file")
+    with pytest.raises(MartError, match="is not a DuckDB mart"):
+        demo.build_demo(path, scale=0.1, seed=SEED)
+    assert path.read_bytes() == b"not a duckdb file"
 
 
 def test_split_months_keep_keys(tmp_path, monkeypatch):
