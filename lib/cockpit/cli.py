@@ -1,4 +1,4 @@
-"""Command line of the cockpit: `cockpit demo|ingest|kpi|audit|run|serve`.
+"""Command line of the cockpit: `cockpit demo|ingest|kpi|audit|link|targets|run|serve`.
 
 Each subcommand is a thin wrapper over one library function, so anything the
 command line does can also be scripted from Python or a notebook.
