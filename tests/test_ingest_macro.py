@@ -257,3 +257,15 @@ def test_empty_folder_rejected(tmp_path):
     folder.mkdir()
     with pytest.raises(IngestError, match=r"no \.csv"):
         ingest_source("macro", folder, tmp_path / "mart.duckdb")
+
+
+def test_second_load_is_skipped(folder, tmp_path):
+    mart = tmp_path / "macro.duckdb"
+    first = ingest_source("macro", folder, mart)
+    second = ingest_source("macro", folder, mart)
+    with connect(mart, read_only=True) as con:
+        rows = con.execute("SELECT count(*) FROM external").fetchone()[0]
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    assert rows == sum(report.rows_loaded for report in first)
+    assert all(report.rows_read == 0 for report in second)
+    assert quarantined == sum(report.rows_quarantined for report in first)

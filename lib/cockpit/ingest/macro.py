@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from cockpit.errors import IngestError
+from cockpit.ingest.generic import SkippedLoad
 from cockpit.ingest.superstore import CsvExport, read_export, require_columns
 from cockpit.mart import LoadReport, file_checksum, load_frame
 
@@ -91,6 +94,35 @@ def snake_case(text: str) -> str:
     return re.sub(r"[\W_]+", "_", spaced.lower()).strip("_")
 
 
+def _already_loaded(con: duckdb.DuckDBPyConnection, path: Path, checksum: str) -> bool:
+    """True when this file's exact content is already in the mart's load log."""
+    rows = con.execute(
+        """
+        SELECT count(*) FROM load_log
+        WHERE source = ? AND source_file = ? AND checksum = ? AND rows_loaded > 0
+        """,
+        [SOURCE, str(path), checksum],
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def _skipped(con: duckdb.DuckDBPyConnection, path: Path, checksum: str) -> LoadReport:
+    """Log a load that read nothing because the file is loaded unchanged."""
+    load_id = uuid.uuid4().hex[:12]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    con.execute(
+        "INSERT INTO load_log (load_id, source, source_file, checksum, table_name, "
+        "loaded_at, rows_read, rows_loaded, rows_quarantined) "
+        "VALUES (?, ?, ?, ?, 'external', ?, 0, 0, 0)",
+        [load_id, SOURCE, str(path), checksum, now],
+    )
+    report = SkippedLoad(
+        load_id, "external", str(path), 0, 0, 0, reason="unchanged since its last load"
+    )
+    logger.info("%s", report)
+    return report
+
+
 def ingest_macro(directory: Path, con: duckdb.DuckDBPyConnection) -> list[LoadReport]:
     """Load every CSV in `directory` into the `external` table of `con`.
 
@@ -116,6 +148,9 @@ def ingest_macro(directory: Path, con: duckdb.DuckDBPyConnection) -> list[LoadRe
     reports: list[LoadReport] = []
     for export, series in planned:
         checksum = file_checksum(export.path)
+        if _already_loaded(con, export.path, checksum):
+            reports.append(_skipped(con, export.path, checksum))
+            continue
         for frame in _frames(export, series):
             reports.append(
                 load_frame(
