@@ -84,6 +84,7 @@ from cockpit.kpi_periods import PERIODS, Period, resolve_period
 from cockpit.kpi_query import KpiRequest as _Request
 from cockpit.kpi_query import fact_frame as _fact_frame
 from cockpit.kpi_query import time_sql as _time_sql
+from cockpit.kpi_query import undefined_measures as _undefined_measures
 from cockpit.mart.store import require_tables
 from cockpit.scope import Scope
 
@@ -655,10 +656,7 @@ def _pipeline_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
             "no pipeline snapshot on or before %s; pipeline KPIs are undefined",
             req.as_of,
         )
-        rows = 0 if by else 1
-        return pd.DataFrame(
-            {**{g: [None] * rows for g in by}, **{m: [np.nan] * rows for m in measures}}
-        )
+        return _undefined_measures(by, measures)
     if req.period_end is None:
         in_period = "TRUE"
     else:
@@ -749,10 +747,7 @@ def _recent_closed_frame(req: _Request, by: tuple[str, ...]) -> pd.DataFrame:
     measures = ["recent_won", "recent_lost", "recent_won_value", "recent_cycle_days"]
     snapshot = req.snapshot_date()
     if snapshot is None:
-        rows = 0 if by else 1
-        return pd.DataFrame(
-            {**{g: [None] * rows for g in by}, **{m: [np.nan] * rows for m in measures}}
-        )
+        return _undefined_measures(by, measures)
     relation, params = req.deal_states()
     return _fact_frame(
         req,

@@ -26,7 +26,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from cockpit.kpi_query import GRAIN_SQL, KpiRequest, time_sql
+from cockpit.kpi_query import GRAIN_SQL, KpiRequest, time_sql, undefined_measures
 
 logger = logging.getLogger(__name__)
 
@@ -200,13 +200,7 @@ def wallet_frame(req: KpiRequest, by: tuple[str, ...]) -> pd.DataFrame:
     _, last = req.date_span("transactions")
     reference = req.as_of or req.end or last
     if reference is None:
-        rows = 0 if by else 1
-        return pd.DataFrame(
-            {
-                **{g: [None] * rows for g in by},
-                **{m: [np.nan] * rows for m in WALLET_MEASURES},
-            }
-        )
+        return undefined_measures(by, WALLET_MEASURES)
     potential = req.cached(
         ("potential", reference), lambda: full_potential(req.con, reference)
     )

@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from cockpit.kpi_query import undefined_measures
 from cockpit.mart.store import require_tables
 from cockpit.scope import Scope
 
@@ -278,13 +279,7 @@ def open_deal_measures(
     in the current stage (for a mean).
     """
     if snapshot is None:
-        rows = 0 if by else 1
-        return pd.DataFrame(
-            {
-                **{g: [None] * rows for g in by},
-                **{m: [np.nan] * rows for m in DEAL_MEASURES},
-            }
-        )
+        return undefined_measures(by, DEAL_MEASURES)
     day = pd.Timestamp(snapshot)
     deals = summary[
         (summary["snapshot_date"] == day) & (summary["status"] == "open")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from cockpit.scope import Scope
@@ -102,6 +103,18 @@ class KpiRequest:
                 self.con, self.scope, as_of=self.as_of, by="segment"
             ),
         )
+
+
+def undefined_measures(by: tuple[str, ...], measures) -> pd.DataFrame:
+    """Frame of undefined (NaN) measures: no rows per group, one row without `by`.
+
+    Sources return it when the data a measure needs is absent, so the KPI is
+    undefined rather than 0.
+    """
+    rows = 0 if by else 1
+    return pd.DataFrame(
+        {**{g: [None] * rows for g in by}, **{m: [np.nan] * rows for m in measures}}
+    )
 
 
 def time_sql(expr: str) -> dict[str, str]:
