@@ -386,7 +386,7 @@ def target_review(
     The sellers' targets add up to forecast × (1 + `ambition_pct`).
 
     The forecast total comes from the 02 notebook's saved forecast when it
-    ran for this region × unit in the same batch; otherwise it is computed
+    ran for this region × unit in the same batch. Otherwise it is computed
     here with the same method.
     """
     start, end, label = next_period(as_of, months)
@@ -713,9 +713,9 @@ def gap_review(
     """Project period-end attainment, evaluate the warning rules and the bonuses.
 
     Projections and bonuses cover the calendar year of `as_of`. Bonuses use
-    the plan `plan_name` from the incentive plan file; without a name, the
-    plan whose period contains `as_of` is used, and none is shown when no
-    plan covers it or the plan does not fit the mart.
+    the plan `plan_name` from the incentive plan file. Without a name, the
+    plan whose period contains `as_of` is used. No bonus is shown when no
+    plan covers `as_of` or the plan does not fit the mart.
     """
     from cockpit import alerts, incentives, projection
     from cockpit.errors import CockpitError

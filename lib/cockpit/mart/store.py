@@ -125,7 +125,7 @@ def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     """Add columns declared since the mart file was created, as empty columns.
 
     A mart built by an older version keeps working once it has been opened
-    for writing; read-only opens cannot migrate, so they see the old shape.
+    for writing. Read-only opens cannot migrate, so they see the old shape.
     """
     present = {
         row[0]
@@ -237,7 +237,7 @@ def load_frame(
 ) -> LoadReport:
     """Check `frame` against the canonical table and append the valid rows.
 
-    `frame` holds one source row per row, with columns named as in the
+    `frame` contains one source row per row, with columns named as in the
     canonical table; columns it lacks are loaded as missing. `lines` gives
     each row's line number in the source file (default: position + 2, the
     header being line 1). `date_formats` maps a date column to its strptime
